@@ -1,0 +1,16 @@
+"""vitlens: the analyses of Park & Kim, "How Do Vision Transformers Work?" (ICLR 2022) as a library.
+
+    import vitlens
+    model = vitlens.load_model("demo_vit", pretrained=True)
+    for block in vitlens.blocks(model): print(block.name, block.kind, block.stage)
+"""
+__version__ = "0.1.0"
+
+from .errors import VitlensError
+from .models import (Block, blocks, check_blocks, describe_blocks, feature_map, list_models, load_checkpoint,
+                     load_model, read_checkpoint_metadata, run_blocks, save_checkpoint)
+from .result import Result
+
+__all__ = ["__version__", "VitlensError", "Block", "blocks", "check_blocks", "describe_blocks", "feature_map",
+           "list_models", "load_checkpoint", "load_model", "read_checkpoint_metadata", "run_blocks",
+           "save_checkpoint", "Result"]

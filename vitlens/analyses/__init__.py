@@ -1,0 +1,167 @@
+"""Analyses: one registry and one `run(spec)`.
+
+Each analysis is a pure function ``fn(ctx: Context, params: dict) -> Result`` registered with
+`register_analysis`. `run(spec)` builds the model and data the `JobSpec` names, looks the Result
+up in the disk cache (key: model weights fingerprint, data spec, analysis, parameters, vitlens
+version) and computes it on a miss. The CLI, the dashboard's worker and tests all go through `run`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..errors import VitlensError
+from ..progress import Progress, ProgressCallback
+from ..result import Result
+
+
+@dataclass
+class JobSpec:
+    """Everything that decides an analysis' numbers (and so its cache key)."""
+
+    analysis: str
+    model: str = "demo_resnet"
+    model_args: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+    dataset: str = "digits"
+    split: str = "test"
+    samples: int | None = 256
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What an analysis function gets: the model (eval mode, on device), the data and helpers."""
+
+    model: nn.Module
+    dataset: torch.utils.data.Dataset
+    spec: JobSpec
+    device: torch.device
+    progress: Callable[[float, str], Progress]
+
+    def loader(self, shuffle: bool = False, batch_size: int | None = None):
+        from ..data import make_loader
+        return make_loader(self.dataset, batch_size or self.spec.batch_size, shuffle=shuffle, seed=self.spec.seed)
+
+
+@dataclass
+class Analysis:
+    name: str
+    fn: Callable[[Context, dict], Result]
+    description: str
+    defaults: dict = field(default_factory=dict)
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register_analysis(name: str, description: str, defaults: dict | None = None):
+    def wrap(fn):
+        ANALYSES[name] = Analysis(name, fn, description, dict(defaults or {}))
+        return fn
+    return wrap
+
+
+def list_analyses() -> list[Analysis]:
+    """Every analysis; each module in this package registers its own on import."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return list(ANALYSES.values())
+
+
+def get_analysis(name: str) -> Analysis:
+    list_analyses()
+    if name not in ANALYSES:
+        raise VitlensError(f"unknown analysis '{name}'; available: {', '.join(ANALYSES)}")
+    return ANALYSES[name]
+
+
+def build_model(spec: JobSpec) -> nn.Module:
+    """The model a JobSpec names, with its checkpoint loaded (demo models: shipped weights)."""
+    from ..models import load_checkpoint, load_model
+    from ..models.registry import list_models
+    args = dict(spec.model_args)
+    shipped = {e.name for e in list_models() if e.pretrained is not None}
+    if spec.checkpoint is None and spec.model in shipped and "pretrained" not in args:
+        args["pretrained"] = True  # demo models default to their trained weights
+    model = load_model(spec.model, **args)
+    if spec.checkpoint:
+        load_checkpoint(model, spec.checkpoint)
+    return model
+
+
+def resolve_params(analysis: Analysis, params: dict) -> dict:
+    unknown = sorted(set(params) - set(analysis.defaults))
+    if unknown:
+        raise VitlensError(f"{analysis.name} has no option(s) {unknown}; options: {sorted(analysis.defaults)}")
+    merged = dict(analysis.defaults)
+    merged.update(params)
+    return merged
+
+
+def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
+        verbose: bool = False, cache=None) -> tuple[Result, bool]:
+    """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache)."""
+    from ..cache import ResultCache, cache_key, model_fingerprint
+    from ..data import load_data
+    from ..device import resolve_device
+    from ..progress import cli_progress
+
+    analysis = get_analysis(spec.analysis)
+    params = resolve_params(analysis, spec.params)
+    device = resolve_device(spec.device)
+    model = build_model(spec)
+    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
+                     batch_size=spec.batch_size)
+    key = cache_key(model_fingerprint(model), data_spec, spec.analysis,
+                    dict(params, model=spec.model, model_args=spec.model_args))
+
+    def compute() -> Result:
+        start = time.perf_counter()
+        dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=model)
+        if len(dataset) == 0:
+            raise VitlensError(f"data set {spec.dataset} ({spec.split}) is empty")
+        model.to(device).eval()
+
+        def make_progress(total: float, desc: str) -> Progress:
+            if verbose:
+                return cli_progress(total, desc, progress)
+            return Progress(total, desc, progress)
+        ctx = Context(model, dataset, spec, device, make_progress)
+        result = analysis.fn(ctx, params)
+        result.meta.update(spec=spec.to_dict(), params=params, key=key,
+                           seconds=round(time.perf_counter() - start, 3),
+                           versions=_versions(), device=str(device))
+        return result
+
+    if not use_cache:
+        return compute(), False
+    own = cache is None
+    cache = ResultCache() if own else cache
+    try:
+        info = dict(analysis=spec.analysis, model=spec.model, data=f"{spec.dataset}/{spec.split}",
+                    spec=json.dumps(spec.to_dict(), sort_keys=True))
+        return cache.get_or_compute(key, compute, info)
+    finally:
+        if own:
+            cache.close()
+
+
+def _versions() -> dict:
+    import timm
+
+    from .. import __version__
+    return {"vitlens": __version__, "torch": torch.__version__, "timm": timm.__version__}

@@ -1,0 +1,65 @@
+"""Evaluation: accuracy, NLL and expected calibration error with a reliability diagram's bins.
+
+ECE as in Guo et al. 2017 ("On Calibration of Modern Neural Networks"): predictions are binned by
+confidence (equal-width bins), ECE = sum_b (n_b / n) |accuracy_b - confidence_b|.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..result import Result
+from . import Context, register_analysis
+
+
+@torch.no_grad()
+def predict(model, loader, device, progress=None):
+    """Logits and labels of a whole loader."""
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y).long())
+        if progress is not None:
+            progress.update(1)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> pd.DataFrame:
+    conf, pred = probs.max(dim=1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    rows = []
+    for i in range(bins):
+        lo, hi = edges[i].item(), edges[i + 1].item()
+        mask = (conf > lo) & (conf <= hi) if i else (conf >= lo) & (conf <= hi)
+        n = int(mask.sum())
+        rows.append(dict(bin=i, lower=lo, upper=hi, count=n,
+                         confidence=float(conf[mask].mean()) if n else float("nan"),
+                         accuracy=float(correct[mask].mean()) if n else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(bins: pd.DataFrame) -> float:
+    used = bins[bins["count"] > 0]
+    total = used["count"].sum()
+    return float(((used["count"] / total) * (used["accuracy"] - used["confidence"]).abs()).sum())
+
+
+@register_analysis("evaluate", "accuracy, NLL and expected calibration error (with reliability bins)",
+                   defaults={"bins": 15})
+def evaluate(ctx: Context, params: dict) -> Result:
+    loader = ctx.loader()
+    progress = ctx.progress(len(loader), "evaluate")
+    logits, labels = predict(ctx.model, loader, ctx.device, progress)
+    nll = F.cross_entropy(logits, labels).item()
+    probs = logits.softmax(dim=1)
+    accuracy = (probs.argmax(dim=1) == labels).float().mean().item()
+    bins = calibration_bins(probs, labels, int(params["bins"]))
+    ece = expected_calibration_error(bins)
+    rows = [dict(metric=m, value=v, bin=None, lower=None, upper=None, count=None, confidence=None, accuracy=None)
+            for m, v in (("accuracy", accuracy), ("error", 1 - accuracy), ("nll", nll), ("ece", ece),
+                         ("samples", float(len(labels))))]
+    for b in bins.to_dict("records"):
+        rows.append(dict(metric="reliability", value=None, **b))
+    return Result(pd.DataFrame(rows), {"analysis": "evaluate", "summary": dict(accuracy=accuracy, nll=nll, ece=ece)})

@@ -1,0 +1,275 @@
+"""The `vitlens` command.
+
+    vitlens models [--timm PATTERN]        registered models (and timm names matching PATTERN)
+    vitlens datasets                       data sets and whether they are available offline
+    vitlens blocks --model SPEC            the block table (index, name, kind, stage, shape, params)
+    vitlens train --model SPEC --dataset SPEC --epochs N --out DIR
+    vitlens run ANALYSIS --model SPEC --dataset SPEC [...] --out FILE
+    vitlens cache ls|clear
+
+Exit status: 0 success, 2 bad input (one-line error, no traceback), 1 internal failure.
+Set VITLENS_DEBUG=1 to see the traceback of an internal failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import VitlensError
+
+
+def _json_arg(text: str | None, what: str) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise VitlensError(f"{what} is not valid JSON ({err.msg} at column {err.colno}): {text}") from None
+    if not isinstance(value, dict):
+        raise VitlensError(f"{what} must be a JSON object like '{{\"num_classes\": 10}}'")
+    return value
+
+
+def _option_args(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise VitlensError(f"--option takes KEY=VALUE, got '{pair}'")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="timm:NAME or a registered name (see `vitlens models`)")
+    p.add_argument("--model-args", default=None, help='JSON kwargs, e.g. \'{"num_classes": 10, "img_size": 32}\'')
+    p.add_argument("--checkpoint", default=None, help=".pt/.pth/.pth.tar/.safetensors weights (loaded as data)")
+
+
+def _load(args) -> "object":
+    from .analyses import JobSpec, build_model
+    spec = JobSpec(analysis="", model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
+                   checkpoint=args.checkpoint)
+    return build_model(spec)
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_models(args) -> int:
+    from .models import list_models
+    rows = [dict(name=e.name, family=e.family, input="x".join(map(str, e.input_size)),
+                 weights="shipped" if e.pretrained else "", description=e.description) for e in list_models()]
+    _print_table(rows, ["name", "family", "input", "weights", "description"])
+    print("\nany timm model: timm:NAME (e.g. timm:vit_tiny_patch16_224 with --model-args '{\"num_classes\": 10}')")
+    if args.timm:
+        import timm
+        names = timm.list_models(args.timm)
+        print(f"\ntimm models matching '{args.timm}' ({len(names)}):")
+        for name in names:
+            print(f"  timm:{name}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import list_datasets
+    rows = list_datasets(args.root)
+    columns = [c for c in ("name", "num_classes", "train", "test", "offline", "description") if any(c in r for r in rows)]
+    _print_table(rows, columns)
+    return 0
+
+
+def cmd_blocks(args) -> int:
+    from .models import describe_blocks
+    model = _load(args)
+    rows = describe_blocks(model)
+    _print_table(rows, ["index", "name", "kind", "stage", "output_shape", "params", "skippable", "guessed"])
+    if args.out:
+        import pandas as pd
+
+        from .result import Result
+        Result(pd.DataFrame(rows), {"model": args.model}).save(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .device import resolve_device
+    from .train import train
+    model = _load(args) if args.checkpoint else _fresh(args)
+    train(model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+          weight_decay=args.weight_decay, seed=args.seed, subsample=args.subsample, augment=args.augment,
+          label_smoothing=args.label_smoothing, mixup=args.mixup, cutmix=args.cutmix, out_dir=args.out,
+          device=resolve_device(args.device))
+    print(f"checkpoints in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _fresh(args):
+    """An untrained model for `vitlens train` (seeded, so the run is reproducible)."""
+    import torch
+
+    from .models import load_model
+    torch.manual_seed(args.seed)
+    return load_model(args.model, **_json_arg(args.model_args, "--model-args"))
+
+
+def cmd_run(args) -> int:
+    from .analyses import JobSpec, run
+    params = _json_arg(args.params, "--params")
+    params.update(_option_args(args.option))
+    spec = JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
+                   checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, samples=args.samples,
+                   batch_size=args.batch_size, seed=args.seed, device=args.device, params=params)
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
+        raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{args.out}'")
+    start = time.perf_counter()
+    result, cached = run(spec, use_cache=not args.no_cache, verbose=True)
+    took = time.perf_counter() - start
+    summary = result.meta.get("summary")
+    if summary:
+        print(json.dumps(summary, indent=None, default=str))
+    print(f"{args.analysis}: {len(result.frame)} rows, {'from cache' if cached else 'computed'} in {took:.2f}s",
+          file=sys.stderr)
+    if args.out:
+        result.save(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import ResultCache, cache_dir
+    with ResultCache() as cache:
+        if args.action == "ls":
+            rows = cache.ls()
+            print(f"cache: {cache_dir()} ({len(rows)} entries)")
+            if rows:
+                for r in rows:
+                    r["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("created") or 0))
+                    r["key"] = str(r.get("key", ""))[:12]
+                _print_table(rows, ["key", "analysis", "model", "data", "size", "created"])
+        else:
+            print(f"removed {cache.clear()} entries from {cache_dir()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitlens", description="How do vision transformers work? Analyses of "
+                                     "Park & Kim (ICLR 2022) for any model.")
+    parser.add_argument("--version", action="version", version=f"vitlens {__import__('vitlens').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--timm", metavar="PATTERN", default=None, help="also list timm models matching PATTERN (e.g. 'vit_*')")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="list data sets")
+    p.add_argument("--root", default=None, help="data root (default $VITLENS_DATA_ROOT or ~/.cache/vitlens/data)")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("blocks", help="print a model's blocks")
+    _add_model_args(p)
+    p.add_argument("--out", default=None, help="also write the table (.csv/.parquet/.json)")
+    p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("train", help="train a model, saving a checkpoint per epoch")
+    _add_model_args(p)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--subsample", type=float, default=1.0, help="fraction of the train split to use")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default=None, choices=[None, "crop_flip", "randaugment"])
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="folder for epoch_NNN.safetensors")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("run", help="run an analysis and write its Result")
+    p.add_argument("analysis", help="analysis name (see `vitlens run --list`)")
+    _add_model_args(p)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--samples", type=int, default=256, help="number of samples (deterministic subset)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--params", default=None, help="analysis options as a JSON object")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
+    p.add_argument("--out", default=None, help="write the Result (.csv, .parquet or .json)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cache", help="list or clear the result cache")
+    p.add_argument("action", choices=["ls", "clear"])
+    p.set_defaults(func=cmd_cache)
+    return parser
+
+
+def _extra_options(extra: list[str]) -> dict:
+    """`--top-k 5 --what spectrum --log-scale` after `vitlens run ANALYSIS` -> analysis options."""
+    out, i = {}, 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or len(item) < 3:
+            raise VitlensError(f"unexpected argument '{item}'")
+        key, sep, value = item[2:].partition("=")
+        key = key.replace("-", "_")
+        if not sep:
+            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+                value, i = extra[i + 1], i + 1
+            else:
+                value = "true"
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        i += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if extra:
+            args.option = (args.option or []) + [f"{k}={json.dumps(v)}" for k, v in _extra_options(extra).items()]
+        return args.func(args)
+    except VitlensError as err:
+        print(f"vitlens: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitlens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # internal failure: one line unless debugging
+        if os.environ.get("VITLENS_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"vitlens: internal error: {type(err).__name__}: {first} (set VITLENS_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Pick the torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when present)."""
+from __future__ import annotations
+
+import torch
+
+from .errors import VitlensError
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VitlensError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise VitlensError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto")

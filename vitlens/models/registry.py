@@ -1,0 +1,147 @@
+"""One registry and one factory for every model vitlens studies.
+
+A model SPEC is one of
+  * ``timm:NAME``      any timm model, created with ``timm.create_model(NAME, **kwargs)``;
+  * a registered name  the paper's CIFAR models, AlterNet variants and the demo models
+                       (``vitlens models`` lists them); an optional ``vitlens:`` prefix is allowed.
+
+Every model comes back in eval mode with a timm-style ``pretrained_cfg`` (input size, mean, std)
+so that data transforms follow the model, and with ``vitlens_spec`` (spec and kwargs) so that a
+saved checkpoint records how to rebuild it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from ..errors import VitlensError
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    family: str
+    description: str
+    build: Callable[..., nn.Module]
+    defaults: dict = field(default_factory=dict)
+    input_size: tuple = (3, 32, 32)
+    mean: tuple = CIFAR_MEAN
+    std: tuple = CIFAR_STD
+    # For models with shipped weights: a callable that loads them into the model.
+    pretrained: Callable[[nn.Module, dict], None] | None = None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_models() -> list[ModelEntry]:
+    """Registered (non-timm) models, in registration order."""
+    from . import zoo  # noqa: F401  (fills the registry)
+    return list(_REGISTRY.values())
+
+
+def _attach_config(model: nn.Module, spec: str, kwargs: dict, input_size, mean, std,
+                   num_classes: int | None) -> nn.Module:
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg.update(input_size=tuple(input_size), mean=tuple(mean), std=tuple(std))
+    cfg.setdefault("interpolation", "bilinear")
+    cfg.setdefault("crop_pct", 1.0 if input_size[-1] <= 64 else 0.875)
+    if num_classes is not None:
+        cfg["num_classes"] = num_classes
+    model.pretrained_cfg = cfg
+    model.vitlens_spec = {"model": spec, "model_args": _jsonable(kwargs)}
+    return model
+
+
+def _jsonable(kwargs: dict) -> dict:
+    out = {}
+    for k, v in kwargs.items():
+        out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _create_timm(name: str, kwargs: dict) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise VitlensError(f"unknown timm model '{name}'{hint}; `vitlens models --timm PATTERN` lists names")
+    pretrained = bool(kwargs.pop("pretrained", False))
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as err:
+        raise VitlensError(f"timm:{name} does not take these arguments {sorted(kwargs)}: {err}") from None
+    except Exception as err:  # timm / huggingface_hub raise many types when weights cannot be fetched
+        if not pretrained:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise VitlensError(
+            f"cannot load pretrained weights for timm:{name} ({type(err).__name__}: {first}); offline, "
+            "pass --checkpoint FILE with the weights, or put them in the Hugging Face cache (HF_HOME) "
+            "and set HF_HUB_OFFLINE=1") from None
+    return model
+
+
+def load_model(spec: str, **kwargs: Any) -> nn.Module:
+    """Build a model from its SPEC (``timm:NAME`` or a registered name), in eval mode.
+
+    Keyword arguments go to the constructor (``num_classes=10, img_size=32``, ...).
+    ``pretrained=True`` loads timm's weights (downloading them if needed) or, for the demo models,
+    the weights that ship with vitlens.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise VitlensError("a model spec is required, e.g. 'demo_resnet' or 'timm:resnet18'")
+    spec = spec.strip()
+    kwargs = dict(kwargs)
+    if spec.startswith("timm:"):
+        name = spec[len("timm:"):]
+        model = _create_timm(name, dict(kwargs))
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        model = _attach_config(model, spec, kwargs,
+                               tuple(cfg.get("input_size", (3, 224, 224))),
+                               tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)),
+                               getattr(model, "num_classes", None))
+        if "img_size" in kwargs:  # timm keeps the default cfg's input size; follow the real one
+            size = kwargs["img_size"]
+            size = size if isinstance(size, (tuple, list)) else (size, size)
+            model.pretrained_cfg["input_size"] = (model.pretrained_cfg["input_size"][0], *size)
+        return model.eval()
+
+    name = spec[len("vitlens:"):] if spec.startswith("vitlens:") else spec
+    list_models()
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        known = ", ".join(_REGISTRY)
+        raise VitlensError(f"unknown model '{spec}'; use timm:NAME or one of: {known}")
+    pretrained = bool(kwargs.pop("pretrained", False))
+    args = copy.deepcopy(entry.defaults)
+    args.update(kwargs)
+    try:
+        model = entry.build(**args)
+    except TypeError as err:
+        raise VitlensError(f"{name} does not take these arguments {sorted(kwargs)}: {err}") from None
+    input_size = entry.input_size
+    if "img_size" in args:
+        s = args["img_size"]
+        input_size = (input_size[0], *(s if isinstance(s, (tuple, list)) else (s, s)))
+    model = _attach_config(model, name, kwargs, input_size, entry.mean, entry.std,
+                           args.get("num_classes"))
+    if pretrained:
+        if entry.pretrained is None:
+            raise VitlensError(f"{name} has no shipped weights; train it (`vitlens train`) or pass --checkpoint")
+        entry.pretrained(model, args)
+    return model.eval()

@@ -1,0 +1,106 @@
+"""The models vitlens registers by name: the paper's CIFAR models, AlterNet, and the demo models.
+
+CIFAR variants follow Park & Kim 2022 (Sec. 2 and their appendix) for 32x32 inputs:
+  * vit_ti_cifar   ViT-Ti: patch 2, dim 192, depth 12, 3 heads, no qkv bias (timm VisionTransformer);
+  * resnet18_cifar / resnet50_cifar  timm ResNets with a CIFAR stem (3x3 conv, stride 1, no max-pool);
+  * swin_ti_cifar  Swin-Ti with patch 2 and window 4 (timm shrinks the window to the 2x2 map of the
+                   last stage, as Swin does whenever a map is smaller than the window);
+  * pit_ti_cifar   PiT-Ti (dims 32x[2,4,8] heads, depth 2/6/4) with a 2x2, stride-2 patch embedding.
+Demo models are small enough to train on the embedded digits data set on 2 CPU cores in minutes;
+their trained weights ship in vitlens/assets (see README for the command that reproduces them).
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+import torch.nn as nn
+
+from .alternet import AlterNet
+from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry, register_model
+
+
+def _vit(**kw) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+    return VisionTransformer(**kw)
+
+
+def _cifar_resnet(block: str = "basic", layers=(2, 2, 2, 2), **kw) -> nn.Module:
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    model = ResNet(block=BasicBlock if block == "basic" else Bottleneck, layers=tuple(layers), **kw)
+    # CIFAR stem (He et al. 2016, Sec. 4.2): 3x3 conv with stride 1 and no max-pool for 32x32 images.
+    stem_width = model.conv1.out_channels
+    model.conv1 = nn.Conv2d(model.conv1.in_channels, stem_width, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _swin(**kw) -> nn.Module:
+    from timm.models.swin_transformer import SwinTransformer
+    return SwinTransformer(**kw)
+
+
+def _pit(**kw) -> nn.Module:
+    from timm.models.pit import PoolingVisionTransformer
+    return PoolingVisionTransformer(**kw)
+
+
+def _load_shipped(name: str):
+    """Loader for weights that ship inside the package (vitlens/assets/NAME.safetensors)."""
+    def load(model: nn.Module, args: dict) -> None:
+        from ..errors import VitlensError
+        from .checkpoints import load_checkpoint
+        path = resources.files("vitlens") / "assets" / f"{name}.safetensors"
+        if not path.is_file():
+            raise VitlensError(f"shipped weights for {name} are missing ({path}); reinstall vitlens or "
+                               f"run `vitlens train --model {name} --dataset digits`")
+        load_checkpoint(model, str(path))
+    return load
+
+
+CIFAR_DOC = "paper CIFAR model, 32x32 inputs"
+for entry in [
+    ModelEntry("vit_ti_cifar", "vit", f"ViT-Ti ({CIFAR_DOC}): patch 2, dim 192, depth 12, 3 heads",
+               _vit, dict(img_size=32, patch_size=2, embed_dim=192, depth=12, num_heads=3,
+                          qkv_bias=False, num_classes=10)),
+    ModelEntry("resnet18_cifar", "resnet", f"ResNet-18 ({CIFAR_DOC}): 3x3 stride-1 stem, no max-pool",
+               _cifar_resnet, dict(block="basic", layers=(2, 2, 2, 2), num_classes=10)),
+    ModelEntry("resnet50_cifar", "resnet", f"ResNet-50 ({CIFAR_DOC}): 3x3 stride-1 stem, no max-pool",
+               _cifar_resnet, dict(block="bottleneck", layers=(3, 4, 6, 3), num_classes=10)),
+    ModelEntry("swin_ti_cifar", "swin", f"Swin-Ti ({CIFAR_DOC}): patch 2, window 4",
+               _swin, dict(img_size=32, patch_size=2, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
+                           num_heads=(3, 6, 12, 24), num_classes=10)),
+    ModelEntry("pit_ti_cifar", "pit", f"PiT-Ti ({CIFAR_DOC}): 2x2 stride-2 patches, depth 2/6/4",
+               _pit, dict(img_size=32, patch_size=2, stride=2, base_dims=(32, 32, 32), depth=(2, 6, 4),
+                          heads=(2, 4, 8), num_classes=10)),
+    ModelEntry("alternet18_cifar", "alternet", "AlterNet on ResNet-18 (CIFAR): MSA ends stages 2-4, window 4",
+               AlterNet, dict(depths=(2, 2, 2, 2), msa=(0, 1, 1, 1), heads=(3, 6, 12, 24), window=4,
+                              block="basic", stem="cifar", num_classes=10)),
+    ModelEntry("alternet50_cifar", "alternet", "AlterNet on ResNet-50 (CIFAR): MSA 0/1/3/2 per stage, window 4",
+               AlterNet, dict(depths=(3, 4, 6, 4), msa=(0, 1, 3, 2), heads=(3, 6, 12, 24), window=4,
+                              block="bottleneck", stem="cifar", num_classes=100)),
+    ModelEntry("alternet18", "alternet", "AlterNet on ResNet-18 (ImageNet, 224x224): window 7",
+               AlterNet, dict(depths=(2, 2, 2, 2), msa=(0, 1, 1, 1), heads=(3, 6, 12, 24), window=7,
+                              block="basic", stem="imagenet", num_classes=1000),
+               input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ModelEntry("alternet50", "alternet", "AlterNet on ResNet-50 (ImageNet, 224x224): MSA 0/1/3/2, window 7",
+               AlterNet, dict(depths=(3, 4, 6, 4), msa=(0, 1, 3, 2), heads=(3, 6, 12, 24), window=7,
+                              block="bottleneck", stem="imagenet", num_classes=1000),
+               input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ModelEntry("alternet", "alternet", "AlterNet with your own depths/msa/heads/widths/window (--model-args)",
+               AlterNet, dict(num_classes=10)),
+    # Demo models: small enough to train on 2 CPU cores in minutes; the digits set is grey, so
+    # mean/std are the same for each channel.
+    ModelEntry("demo_resnet", "demo", "mini pre-activation ResNet (3 stages, widths 16/32/64), 32x32",
+               AlterNet, dict(depths=(1, 1, 1), msa=(0, 0, 0), heads=(1, 2, 4), widths=(16, 32, 64),
+                              window=4, head_dim=16, num_classes=10),
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_resnet")),
+    ModelEntry("demo_vit", "demo", "mini ViT (patch 4, dim 64, depth 4, 4 heads), 32x32",
+               _vit, dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4,
+                          mlp_ratio=2.0, num_classes=10),
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_vit")),
+    ModelEntry("demo_alternet", "demo", "mini AlterNet (widths 16/32/64, MSA ends stages 2-3), 32x32",
+               AlterNet, dict(depths=(1, 2, 2), msa=(0, 1, 1), heads=(1, 2, 4), widths=(16, 32, 64),
+                              window=4, head_dim=16, num_classes=10),
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_alternet")),
+]:
+    register_model(entry)

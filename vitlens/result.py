@@ -1,0 +1,81 @@
+"""`Result`: what every analysis returns — tidy data plus a small metadata dict.
+
+The frame is long-format (one row per measured value) so that plots, CSV/Parquet export and the
+compare view all read the same thing. Results serialise to bytes as data (Parquet + JSON), never
+as pickles, so a cache entry cannot carry code.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import VitlensError
+
+_MAGIC = b"VLRS1\n"
+
+
+def _json_safe(value: Any) -> Any:
+    """Make metadata JSON-safe: numpy scalars, tuples, paths and non-finite floats."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@dataclass
+class Result:
+    """Tidy result of one analysis: `frame` (long format) and `meta` (spec, timings, versions)."""
+
+    frame: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Serialise as data: a JSON header line, then Parquet bytes of the frame."""
+        buf = io.BytesIO()
+        self.frame.to_parquet(buf, index=False)
+        header = json.dumps(_json_safe(self.meta), sort_keys=True).encode()
+        return _MAGIC + header + b"\n" + buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Result":
+        if not blob.startswith(_MAGIC):
+            raise ValueError("not a vitlens Result")
+        rest = blob[len(_MAGIC):]
+        header, _, parquet = rest.partition(b"\n")
+        meta = json.loads(header)
+        frame = pd.read_parquet(io.BytesIO(parquet))
+        return cls(frame=frame, meta=meta)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the Result; the format follows the suffix (.csv, .parquet, .json)."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".csv", ".parquet", ".json"):
+            raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{path.name}'")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            self.frame.to_csv(path, index=False)
+            path.with_suffix(path.suffix + ".meta.json").write_text(
+                json.dumps(_json_safe(self.meta), indent=2, sort_keys=True))
+        elif suffix == ".parquet":
+            self.frame.to_parquet(path, index=False)
+            path.with_suffix(path.suffix + ".meta.json").write_text(
+                json.dumps(_json_safe(self.meta), indent=2, sort_keys=True))
+        else:
+            payload = {"meta": _json_safe(self.meta),
+                       "rows": json.loads(self.frame.to_json(orient="records"))}
+            path.write_text(json.dumps(payload, indent=2))
+        return path
