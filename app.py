@@ -1,33 +1,62 @@
-"""vitlens dashboard — landing page (placeholder until the dashboard issue lands).
+"""vitlens dashboard — landing page. Run with `streamlit run app.py`.
 
-Run with `streamlit run app.py`. It shows the default selection (the demo models on the embedded
-digits data set) and their accuracy, NLL and calibration, computed through the vitlens backend and
-served from the disk cache after the first run.
+Pages live in pages/ (Streamlit's file-based discovery, so deep links with query parameters work
+on a freshly started server); each one draws the shared sidebar and calls the vitlens backend.
 """
+from dataclasses import replace
+
 import pandas as pd
 import streamlit as st
 
 import vitlens
-from vitlens.analyses import JobSpec, run
-from vitlens.errors import VitlensError
+from vitlens import plots, ui
+from vitlens.analyses import cached_result
 
-st.set_page_config(page_title="vitlens", layout="wide")
-st.title("vitlens — how do vision transformers work?")
+ui.page("vitlens — how do vision transformers work?",
+        f"vitlens {vitlens.__version__} · the analyses of Park & Kim, How Do Vision Transformers Work? (ICLR 2022)")
 st.markdown(
-    "Analyses of Park & Kim, *How Do Vision Transformers Work?* (ICLR 2022) for any model: Hessian "
-    "spectra, loss landscapes, Fourier and variance of feature maps, lesions, and more. "
-    "This first page shows the demo models on the embedded data set (scikit-learn's handwritten digits).")
+    "Pick a model and a data set in the sidebar; every page shows one of the paper's views of it, computed "
+    "in the background and cached on disk. Every choice is in the URL: copy it to share the view.\n\n"
+    "- **Hessian** — eigenvalue spectra: ViTs have negative eigenvalues (a non-convex loss) that more data "
+    "suppresses; ResNets have large positive ones.\n"
+    "- **Loss landscape** — MSAs flatten the loss landscape.\n"
+    "- **Fourier** and **Feature variance** — MSAs are low-pass filters that reduce feature-map variance; "
+    "convolutions are high-pass.\n"
+    "- **Lesion**, **Noise robustness**, **Similarity** — which blocks matter, what noise hurts, how features "
+    "change over depth.\n"
+    "- **Compare** — several models on one axis; **Jobs** — the queue.\n\n"
+    "The default selection is the demo models (a mini ResNet, ViT and AlterNet) on the embedded data set "
+    "(scikit-learn's handwritten digits), which works offline.")
 
-rows = []
-for name in ("demo_resnet", "demo_vit", "demo_alternet"):
-    try:
-        result, cached = run(JobSpec(analysis="evaluate", model=name, dataset="digits", split="test",
-                                     samples=None, device="cpu"))
+spec = ui.sidebar("evaluate")
+if spec is not None:
+    spec = replace(spec, params={})
+    st.subheader(f"Selected: {ui.spec_label(spec)}")
+
+    def draw(result):
         s = result.meta["summary"]
-        rows.append({"model": name, "accuracy": s["accuracy"], "NLL": s["nll"], "ECE": s["ece"],
-                     "from cache": cached})
-    except VitlensError as err:
-        st.error(str(err))
-if rows:
+        a, b, c = st.columns(3)
+        a.metric("accuracy", f"{s['accuracy']:.2%}")
+        b.metric("NLL", f"{s['nll']:.4f}")
+        c.metric("ECE (calibration error)", f"{s['ece']:.4f}")
+        st.plotly_chart(plots.reliability_diagram(result), width="stretch")
+        st.caption("Bars: accuracy of the predictions in each confidence bin; the dashed line is perfect "
+                   "calibration. ECE is the sample-weighted gap (Guo et al. 2017).")
+        ui.download(result, "evaluate")
+
+    ui.show(spec, draw, autorun=True)
+
+    st.subheader("Demo models at a glance")
+    rows = []
+    for name in ("demo_resnet", "demo_vit", "demo_alternet"):
+        demo = replace(spec, model=name, model_args={}, checkpoint=None, params={})
+        result = cached_result(demo)
+        if result is None:
+            from vitlens.jobs import manager
+            job = manager().find(demo) or manager().submit(demo)
+            rows.append({"model": name, "accuracy": None, "NLL": None, "ECE": None, "status": job.state})
+        else:
+            s = result.meta["summary"]
+            rows.append({"model": name, "accuracy": s["accuracy"], "NLL": s["nll"], "ECE": s["ece"],
+                         "status": "done"})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-st.caption(f"vitlens {vitlens.__version__}")

@@ -49,6 +49,7 @@ _DEFAULT_DIR = "~/.cache/vitlens/results"
 _RESULT_PREFIX = "result:"
 _INDEX_PREFIX = "index:"
 _PROGRESS_PREFIX = "progress:"
+_ALIAS_PREFIX = "alias:"
 
 # Stored result = magic + sha256(payload) + payload; the checksum catches bit rot and truncation.
 _ENVELOPE_MAGIC = b"VLC1"
@@ -296,6 +297,19 @@ class ResultCache:
 
     def __contains__(self, key: str) -> bool:
         return (_RESULT_PREFIX + _check_key(key)) in self._cache
+
+    # ---- aliases: a request (what the user asked for) -> the key of its Result
+
+    def set_alias(self, alias: str, key: str) -> None:
+        """Remember that request ALIAS produced the Result under KEY, so a page can show a
+        computed Result at once without rebuilding the model to fingerprint its weights."""
+        self._cache.set(_ALIAS_PREFIX + _check_key(alias), json.dumps({"key": _check_key(key)}))
+
+    def get_by_alias(self, alias: str) -> Result | None:
+        record = self._read_json(_ALIAS_PREFIX + _check_key(alias))
+        if not record or not isinstance(record.get("key"), str):
+            return None
+        return self.get(record["key"])
 
     # ---- listing
 

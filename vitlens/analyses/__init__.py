@@ -112,6 +112,35 @@ def resolve_params(analysis: Analysis, params: dict) -> dict:
     return merged
 
 
+def request_id(spec: JobSpec) -> str:
+    """A hash of what the user asked for (the spec, plus the checkpoint file's size and time).
+
+    Identical requests share it: they join one running job and find its Result through a cache
+    alias without rebuilding the model. The cache key itself also covers the weights."""
+    import hashlib
+    import os
+    payload = spec.to_dict()
+    if spec.checkpoint:
+        try:
+            st = os.stat(spec.checkpoint)
+            payload["checkpoint_stat"] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            payload["checkpoint_stat"] = None
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_result(spec: JobSpec, cache=None) -> Result | None:
+    """The Result of SPEC if it was computed before (no model is built)."""
+    from ..cache import ResultCache
+    own = cache is None
+    cache = ResultCache() if own else cache
+    try:
+        return cache.get_by_alias(request_id(spec))
+    finally:
+        if own:
+            cache.close()
+
+
 def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
         verbose: bool = False, cache=None) -> tuple[Result, bool]:
     """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache)."""
@@ -154,7 +183,9 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     try:
         info = dict(analysis=spec.analysis, model=spec.model, data=f"{spec.dataset}/{spec.split}",
                     spec=json.dumps(spec.to_dict(), sort_keys=True))
-        return cache.get_or_compute(key, compute, info)
+        outcome = cache.get_or_compute(key, compute, info)
+        cache.set_alias(request_id(spec), key)
+        return outcome
     finally:
         if own:
             cache.close()

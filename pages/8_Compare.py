@@ -1,0 +1,81 @@
+"""Compare models: the same analysis overlaid on normalised depth, and test error vs train NLL."""
+import time
+from dataclasses import replace
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from vitlens import plots, ui
+from vitlens.analyses import cached_result
+from vitlens.jobs import manager
+
+ui.page("Compare models",
+        "The same analysis for several models on one normalised-depth axis (e.g. ResNet vs ViT vs AlterNet), "
+        "and the paper's Fig 1a: test error vs train NLL. Results computed on other pages are reused.")
+base = ui.sidebar("")
+picked = ui.param("compare", "demo_resnet,demo_vit,demo_alternet", label="models (comma-separated specs)")
+view = ui.param("view", "variance", st.sidebar.selectbox, "view",
+                options=["variance", "fourier", "noise", "error_vs_nll"])
+models = [m.strip() for m in picked.split(",") if m.strip()]
+pending = []
+
+
+def fetch(spec):
+    """The Result of SPEC, or None while its job runs (started for cheap demo models)."""
+    result = cached_result(spec)
+    if result is not None:
+        return result
+    job = manager().find(spec)
+    if job is None and ui.autorun_default(spec):
+        job = manager().submit(spec)
+    if job is not None and job.state == "failed":
+        st.error(f"{spec.model}: {job.error}")
+    elif job is not None and job.active:
+        st.info(f"{spec.model}: {job.state} {job.fraction:.0%}")
+        pending.append(job)
+    elif job is None:
+        st.info(f"{spec.model}: not computed yet (open its page and press Run)")
+    return None
+
+
+if base is not None and models:
+    if view == "error_vs_nll":
+        points = []
+        for m in models:
+            train = fetch(replace(base, model=m, analysis="evaluate", split="train", params={}))
+            test = fetch(replace(base, model=m, analysis="evaluate", split="test", params={}))
+            if train is not None and test is not None:
+                points.append(dict(model=m, train_nll=train.meta["summary"]["nll"],
+                                   test_error=1 - test.meta["summary"]["accuracy"]))
+        if points:
+            st.plotly_chart(plots.error_vs_nll(pd.DataFrame(points)), width="stretch")
+            st.caption("Lower-left is better. The paper finds ViTs' train NLL is higher (they fit the "
+                       "augmented data less) and that this, not overfitting, limits them on small data.")
+            st.download_button("Download CSV", pd.DataFrame(points).to_csv(index=False).encode(),
+                               file_name="error_vs_nll.csv")
+    else:
+        fig = go.Figure()
+        frames = []
+        for m in models:
+            result = fetch(replace(base, model=m, analysis=view, params={}))
+            if result is None:
+                continue
+            if view == "variance":
+                plots.variance_curve(result, fig, label=m)
+            elif view == "fourier":
+                plots.fourier_high_frequency(result, fig, label=m)
+            else:
+                plots.noise_curve(result, fig, label=m)
+            frames.append(result.frame.assign(model=m))
+        if frames:
+            if view == "variance":
+                fig.update_yaxes(type="log")
+            st.plotly_chart(fig, width="stretch")
+            st.caption("Curves share the normalised-depth axis (stem 0, last body block 1). Shading shows the "
+                       "block kinds of each model (blue MSA, grey pooling).")
+            st.download_button("Download CSV", pd.concat(frames).to_csv(index=False).encode(),
+                               file_name=f"compare_{view}.csv")
+if pending:  # poll until the jobs this view waits for are done
+    time.sleep(1.0)
+    st.rerun()

@@ -1,0 +1,150 @@
+"""Every dashboard page under Streamlit's AppTest: renders, draws the Result, restores deep links,
+shows bad input as an error and keeps working. The engine is real (jobs run in the worker thread)."""
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from vitlens.analyses import JobSpec, cached_result
+from vitlens.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {
+    "app.py": ("evaluate", 1),
+    "pages/1_Hessian.py": ("hessian", 1),
+    "pages/2_Loss_landscape.py": ("landscape", 1),
+    "pages/3_Fourier.py": ("fourier", 2),
+    "pages/4_Feature_variance.py": ("variance", 1),
+    "pages/5_Lesion.py": ("lesion", 1),
+    "pages/6_Noise_robustness.py": ("noise", 1),
+    "pages/7_Similarity.py": ("cka", 1),
+}
+FAST = {"samples": "48", "batch_size": "16"}
+
+
+@pytest.fixture(autouse=True)
+def _roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("VITLENS_DATA_ROOT", str(tmp_path / "data"))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "data").mkdir()
+
+
+def open_page(page, query=None, wait_for_chart=True, timeout=120):
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    for key, value in {**FAST, **(query or {})}.items():
+        at.query_params[key] = value
+    at.run()
+    end = time.time() + timeout
+    while wait_for_chart and not at.exception and not at.error and not at.get("plotly_chart"):
+        if time.time() > end:
+            raise AssertionError(f"{page}: no chart after {timeout}s")
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _decode(value):
+    """Plotly ships numeric arrays as {"dtype", "bdata"} (base64); turn them back into lists."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).tolist()
+    return value
+
+
+def chart_data(at, index=0):
+    traces = json.loads(at.get("plotly_chart")[index].proto.spec)["data"]
+    return [{k: _decode(v) for k, v in trace.items()} for trace in traces]
+
+
+def spec_for(analysis, **kw):
+    base = dict(analysis=analysis, model="demo_resnet", model_args={}, checkpoint=None, dataset="digits",
+                split="test", samples=48, seed=0, batch_size=16, device="auto", params={})
+    base.update(kw)
+    return JobSpec(**base)
+
+
+@pytest.mark.parametrize("page", list(PAGES), ids=[Path(p).stem for p in PAGES])
+def test_page_renders_default_and_draws_result(page):
+    analysis, charts = PAGES[page]
+    if not (ROOT / page).exists():
+        pytest.skip(f"{page} not present")
+    at = open_page(page)
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) >= charts
+    assert any(b.label == "Download CSV" for b in at.get("download_button"))
+
+
+def test_variance_chart_holds_the_result():
+    at = open_page("pages/4_Feature_variance.py")
+    trace = chart_data(at)[0]
+    params = {}
+    result = cached_result(spec_for("variance", params=params))
+    assert result is not None  # the page's job filled the cache
+    frame = result.frame.sort_values("block")
+    assert trace["y"] == pytest.approx(frame["variance"].tolist())
+    assert trace["x"] == pytest.approx(frame["depth"].tolist())
+
+
+def test_deep_link_restores_selection():
+    query = {"model_choice": "demo_alternet", "model": "demo_alternet", "seed": "3", "split": "train",
+             "frequencies": "5", "eps": "0.2"}
+    at = open_page("pages/6_Noise_robustness.py", query)
+    assert at.sidebar.selectbox(key="w_model_choice").value == "demo_alternet"
+    assert at.sidebar.number_input(key="w_seed").value == 3
+    assert at.sidebar.selectbox(key="w_split").value == "train"
+    assert at.sidebar.number_input(key="w_frequencies").value == 5
+    trace = chart_data(at)[0]
+    assert len(trace["x"]) == 5  # five noise frequencies as the link asked
+    assert at.query_params["model"] == ["demo_alternet"] or at.query_params["model"] == "demo_alternet"
+
+
+def wait_for(at, condition, timeout=60):
+    end = time.time() + timeout
+    while not condition(at) and time.time() < end:
+        time.sleep(0.3)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_unknown_timm_model_shows_error_then_recovers():
+    at = open_page("pages/4_Feature_variance.py", {"model": "timm:no_such_net_xyz"}, wait_for_chart=False)
+    assert at.sidebar.text_input(key="w_timm_name").value == "no_such_net_xyz"
+    at.button(key="run_variance").click().run()  # a non-demo model waits for Run
+    wait_for(at, lambda a: a.error)
+    assert any("unknown timm model" in e.value for e in at.error), [e.value for e in at.error]
+    at.sidebar.selectbox(key="w_model_choice").set_value("demo_resnet").run()
+    wait_for(at, lambda a: a.get("plotly_chart"))
+    assert at.get("plotly_chart") and not at.error
+
+
+def test_bad_checkpoint_shows_error(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "broken.pt").write_bytes(b"\x00 not weights")
+    torch.save(load_model("demo_resnet", num_classes=3).state_dict(), root / "three_classes.pt")
+    for name, needle in (("broken.pt", "cannot read checkpoint"), ("three_classes.pt", "shape mismatch")):
+        at = open_page("pages/4_Feature_variance.py", {"checkpoint": name}, timeout=60)
+        assert any(needle in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_missing_data_folder_and_traversal_refused():
+    at = open_page("pages/4_Feature_variance.py", {"dataset": "folder", "folder": "no/such/folder"}, timeout=60)
+    assert any("not found" in e.value or "does not exist" in e.value for e in at.error), [e.value for e in at.error]
+    at = open_page("pages/4_Feature_variance.py", {"checkpoint": "../../etc/passwd"}, timeout=30,
+                   wait_for_chart=False)
+    assert any("inside" in e.value or "outside" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_jobs_page_lists_jobs():
+    open_page("pages/4_Feature_variance.py")
+    at = AppTest.from_file(str(ROOT / "pages/9_Jobs.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "variance" in set(table["analysis"])

@@ -1,0 +1,160 @@
+"""Background jobs for the dashboard: a queue, worker threads that own the device, progress, cancel.
+
+Streamlit reruns a page script on every interaction and its own threads cannot call `st.*`, so
+long computations run here, outside the script thread: a page submits a `JobSpec`, the worker runs
+`vitlens.analyses.run` (which fills the disk cache), and the page polls the job's progress. One
+manager serves every browser session of a server process, so identical requests from several users
+join one job. Workers: `VITLENS_WORKERS` (default 1 — one job at a time on a GPU).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .analyses import JobSpec, request_id, run
+from .errors import VitlensError
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job (at its next progress update) when a user cancels it."""
+
+
+@dataclass
+class Job:
+    id: str
+    request: str
+    spec: JobSpec
+    state: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    done: float = 0.0
+    total: float = 0.0
+    message: str = ""
+    error: str | None = None
+    from_cache: bool = False
+    requests: int = 1  # how many submissions joined this job
+    cancel_requested: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in (QUEUED, RUNNING)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far (None until there is progress)."""
+        if self.state != RUNNING or not self.started or self.done <= 0 or not self.total:
+            return None
+        elapsed = time.time() - self.started
+        return elapsed / self.done * (self.total - self.done)
+
+    def summary(self) -> dict:
+        return dict(id=self.id, analysis=self.spec.analysis, model=self.spec.model, dataset=self.spec.dataset,
+                    state=self.state, progress=round(self.fraction, 3), message=self.message,
+                    eta_s=None if self.eta() is None else round(self.eta(), 1), error=self.error,
+                    requests=self.requests, from_cache=self.from_cache,
+                    seconds=round((self.finished or time.time()) - (self.started or self.created), 1))
+
+
+class JobManager:
+    def __init__(self, workers: int | None = None, keep: int = 200):
+        workers = workers or int(os.environ.get("VITLENS_WORKERS", "1") or 1)
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="vitlens-worker")
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._keep = keep
+
+    def submit(self, spec: JobSpec) -> Job:
+        """Queue SPEC, or join the queued/running job that computes the same request."""
+        request = request_id(spec)
+        with self._lock:
+            for job in self._jobs.values():
+                if job.request == request and job.active:
+                    job.requests += 1
+                    return job
+            job = Job(id=uuid.uuid4().hex[:12], request=request, spec=spec)
+            self._jobs[job.id] = job
+            self._trim()
+        self._executor.submit(self._run, job)
+        return job
+
+    def _run(self, job: Job) -> None:
+        if job.cancel_requested:
+            job.state, job.finished = CANCELLED, time.time()
+            return
+        job.state, job.started = RUNNING, time.time()
+
+        def progress(done: float, total: float, message: str) -> None:
+            if job.cancel_requested:
+                raise JobCancelled()
+            job.done, job.total, job.message = done, total, message
+
+        try:
+            _, job.from_cache = run(job.spec, progress=progress)
+            job.state = DONE
+        except JobCancelled:
+            job.state = CANCELLED
+        except VitlensError as err:
+            job.state, job.error = FAILED, (str(err).splitlines() or ["error"])[0]
+        except Exception as err:  # keep the server alive; show the error in one line
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            job.state, job.error = FAILED, f"internal error: {type(err).__name__}: {first}"
+        finally:
+            job.finished = time.time()
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a job to stop; a queued job never starts, a running one stops at its next update."""
+        job = self._jobs.get(job_id)
+        if job is None or not job.active:
+            return False
+        job.cancel_requested = True
+        if job.state == QUEUED:
+            job.state, job.finished = CANCELLED, time.time()
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def find(self, spec: JobSpec) -> Job | None:
+        """The most recent job for the same request as SPEC."""
+        request = request_id(spec)
+        matches = [j for j in self._jobs.values() if j.request == request]
+        return max(matches, key=lambda j: j.created) if matches else None
+
+    def jobs(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda j: j.created, reverse=True)
+
+    def wait(self, job: Job, timeout: float = 600.0) -> Job:
+        """Block until JOB finishes (tests and scripts; pages poll instead)."""
+        end = time.time() + timeout
+        while job.active and time.time() < end:
+            time.sleep(0.05)
+        return job
+
+    def _trim(self) -> None:
+        finished = [j for j in self._jobs.values() if not j.active]
+        for job in sorted(finished, key=lambda j: j.created)[:max(0, len(self._jobs) - self._keep)]:
+            del self._jobs[job.id]
+
+
+_MANAGER: JobManager | None = None
+_MANAGER_LOCK = threading.Lock()
+
+
+def manager() -> JobManager:
+    """The process-wide job manager (shared by every dashboard session)."""
+    global _MANAGER
+    with _MANAGER_LOCK:
+        if _MANAGER is None:
+            _MANAGER = JobManager()
+        return _MANAGER
