@@ -13,6 +13,27 @@ from ..result import Result
 from . import Context, register_analysis
 
 
+class Scores:
+    """Running accuracy and mean NLL over batches of logits (used by lesion and noise studies)."""
+
+    def __init__(self):
+        self.correct, self.nll_sum, self.count = 0, 0.0, 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits, labels = logits.float(), labels.to(logits.device)
+        self.correct += int((logits.argmax(dim=1) == labels).sum())
+        self.nll_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        self.count += int(labels.numel())
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+    @property
+    def nll(self) -> float:
+        return self.nll_sum / max(self.count, 1)
+
+
 @torch.no_grad()
 def predict(model, loader, device, progress=None):
     """Logits and labels of a whole loader."""

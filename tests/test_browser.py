@@ -1,0 +1,113 @@
+"""End to end in a real browser: a fresh Streamlit server, Debian's Chromium driven by Playwright.
+
+Opens a deep link on the freshly started server, runs a small job and sees its progress and chart,
+switches pages and keeps the selection. Screenshots go to $VITLENS_ARTIFACTS (default artifacts/).
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("VITLENS_ARTIFACTS", ROOT / "artifacts"))
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+if os.environ.get("VITLENS_SKIP_BROWSER") == "1":
+    pytest.skip("browser test switched off (VITLENS_SKIP_BROWSER=1)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium (or VITLENS_SKIP_BROWSER=1)"
+    port = _free_port()
+    home = tmp_path_factory.mktemp("server")
+    env = dict(os.environ, VITLENS_CACHE_DIR=str(home / "cache"), VITLENS_CHECKPOINT_ROOT=str(home / "ckpt"),
+               VITLENS_DATA_ROOT=str(home / "data"))
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sidebar_text(page):
+    """The sidebar's visible text plus the values of its inputs (selectboxes render as inputs)."""
+    values = page.eval_on_selector_all('[data-testid="stSidebar"] input',
+                                       "els => els.map(e => e.value + ' ' + (e.getAttribute('aria-label') || ''))")
+    return page.locator('[data-testid="stSidebar"]').inner_text() + "\n" + "\n".join(values)
+
+
+def test_deep_link_job_progress_chart_and_page_switch(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # 1. a deep link on the freshly started server, to a non-demo model so the job waits for Run
+    page.goto(f"{server}/Lesion?model=alternet18_cifar&samples=96&batch_size=32&seed=2", timeout=60000)
+    page.get_by_role("button", name="Run").wait_for(timeout=60000)
+    shot(page, "1_deep_link")
+    assert "alternet18_cifar" in sidebar_text(page), sidebar_text(page)
+    # 2. run it: the progress bar shows while the worker computes, then the chart
+    page.get_by_role("button", name="Run").click()
+    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60000)
+    shot(page, "2_progress")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=240000)
+    page.get_by_text("Accuracy drop with one block removed").first.wait_for(timeout=30000)
+    shot(page, "3_chart")
+    # 3. switch pages with the navigation: the selection stays and is back in the URL
+    page.locator('[data-testid="stSidebarNav"] a:has-text("Feature variance")').click()
+    page.get_by_role("heading", name="Feature-map variance").wait_for(timeout=60000)
+    assert "alternet18_cifar" in sidebar_text(page)
+    page.wait_for_function("() => window.location.search.includes('model=alternet18_cifar')", timeout=30000)
+    assert "seed=2" in page.url
+    shot(page, "4_switched_page")
+    page.close()
+
+
+def test_landing_page_shows_demo_results(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server, timeout=60000)
+    page.get_by_text("accuracy").first.wait_for(timeout=60000)
+    page.locator('[data-testid="stMetric"]').first.wait_for(timeout=60000)
+    text = page.locator('[data-testid="stMetric"]').first.inner_text()
+    assert "%" in text
+    shot(page, "0_landing")
+    page.close()

@@ -1,0 +1,64 @@
+"""Feature-map variance vs normalised depth (Park & Kim 2022, Fig 9: "MSAs reduce feature-map variance").
+
+For each block's output feature map (B, C, H, W) (ViT tokens as an H x W grid, class tokens dropped):
+the variance over the H*W positions of each (image, channel) -- unbiased, as torch's `var` -- then the
+mean over images and channels. Streamed: a running sum per block, so memory does not grow with the
+number of samples.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..errors import VitlensError
+from ..features import Reducer, RunningSum, block_table, collect
+from ..result import Result
+from . import Context, register_analysis
+
+
+class VarianceReducer(Reducer):
+    """Running sum over images and channels of the spatial variance of each block's feature map."""
+
+    def __init__(self):
+        self.sums = RunningSum()
+        self.too_small: dict[int, tuple[int, int]] = {}
+        self.sizes: dict[int, tuple[int, int]] = {}
+
+    def update(self, index, block, output, fmap):
+        if fmap is None:
+            return
+        b, c, h, w = fmap.shape
+        if h * w < 2:  # one position has no spatial variance
+            self.too_small[index] = (h, w)
+            return
+        variance = fmap.float().flatten(2).var(dim=2)  # (B, C), correction 1
+        self.sums.add(index, variance.sum(dtype=self.dtype), b * c)
+        self.sizes[index] = (h, w)
+
+    def indices(self) -> list[int]:
+        return sorted(self.sums.sums)
+
+    def variance(self, index: int) -> float:
+        return float(self.sums.mean(index))
+
+
+def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
+    """Rows: block, name, kind, stage, depth, height, width, variance."""
+    table = block_table(block_list)
+    rows = [dict(table[i], height=reducer.sizes[i][0], width=reducer.sizes[i][1], variance=reducer.variance(i))
+            for i in reducer.indices()]
+    return pd.DataFrame(rows, columns=["block", "name", "kind", "stage", "depth", "height", "width", "variance"])
+
+
+@register_analysis("variance", "feature-map variance (over positions, mean over images and channels) vs "
+                   "normalised depth (Park & Kim Fig 9)", defaults={})
+def variance(ctx: Context, params: dict) -> Result:
+    loader = ctx.loader()
+    progress = ctx.progress(len(loader), "variance")
+    reducer = VarianceReducer()
+    block_list = collect(ctx.model, loader, [reducer], ctx.device, progress)
+    if not reducer.indices():
+        raise VitlensError("no block has a feature map with more than one position: no spatial variance")
+    frame = variance_frame(reducer, block_list)
+    summary = dict(variance={r["name"]: r["variance"] for r in frame.to_dict("records")},
+                   skipped={block_list[i].name: f"{h}x{w} map" for i, (h, w) in reducer.too_small.items()})
+    return Result(frame, {"analysis": "variance", "summary": summary})
