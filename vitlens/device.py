@@ -7,7 +7,11 @@ from .errors import VitlensError
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
+    """"auto" follows $VITLENS_DEVICE when set (a server's operator picks the GPU), else CUDA if present."""
+    import os
     name = (name or "auto").strip().lower()
+    if name == "auto":
+        name = (os.environ.get("VITLENS_DEVICE") or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
