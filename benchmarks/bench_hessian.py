@@ -1,0 +1,198 @@
+"""Hessian benchmark: vitlens (Lanczos, Hutchinson/Hutch++, HVP engines) vs PyHessian 0.1.
+
+Not a test: run by hand, prints markdown tables of medians and ratios.
+
+    python benchmarks/bench_hessian.py                                  # full: resnet18_cifar + vit_ti_cifar
+    python benchmarks/bench_hessian.py --models demo_resnet demo_vit --minibatches 8 --reps 1   # quick
+
+Per model, on one batch of 64 (digits, resized to the model's input):
+  * hvp:      seconds of one gradient (forward + backward) and of one HVP per engine; HVP / gradient.
+  * top5:     vitlens Lanczos (tol 1e-3) vs PyHessian `eigenvalues(top_n=5)` with its defaults: time,
+              HVPs, max relative error of the five against a tight Lanczos reference (--ref-tol, default 1e-7).
+  * trace:    HVPs each estimator needs for the standard error Hutchinson reaches with --probes
+              probes (Hutch++ stops adaptively at that stderr); PyHessian `trace()` with defaults.
+  * spectrum: top-5 of each of --minibatches minibatches of 16: vitlens vs a PyHessian loop.
+Timings on a shared machine are noisy: --reps repeats each timed call and reports the median.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import vitlens  # noqa: E402
+from vitlens.data import load_data  # noqa: E402
+from vitlens.hessian import (cross_entropy, hessian_mode, hessian_operator, hutchinson, hutchpp,  # noqa: E402
+                             max_eigenvalue_spectrum, top_eigenvalues)
+
+
+def batch_of(model, n: int, offset: int = 0):
+    ds = load_data("digits", split="train", model=model, samples=None, seed=0)
+    idx = [(offset + i) % len(ds) for i in range(n)]
+    return torch.stack([ds[i][0] for i in idx]), torch.tensor([int(ds[i][1]) for i in idx])
+
+
+def median_time(fn, reps: int):
+    times, out = [], None
+    for _ in range(reps):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+class CountingPyHessian:
+    """PyHessian with its HVPs counted (patches its module-level hessian_vector_product while active)."""
+
+    def __init__(self):
+        import pyhessian.hessian  # noqa: F401  (the package re-exports the class under the same name)
+        self.module, self.count = sys.modules["pyhessian.hessian"], 0
+
+    def __enter__(self):
+        self.original = self.module.hessian_vector_product
+
+        def counted(*args, **kw):
+            self.count += 1
+            return self.original(*args, **kw)
+        self.module.hessian_vector_product = counted
+        return self
+
+    def __exit__(self, *exc):
+        self.module.hessian_vector_product = self.original
+
+
+def pyhessian_top5(model, batch, seed=0):
+    from pyhessian import hessian
+    with hessian_mode(model), CountingPyHessian() as counter:
+        torch.manual_seed(seed)
+        h = hessian(model, cross_entropy, data=batch, cuda=False)
+        values, _ = h.eigenvalues(top_n=5)
+    for p in model.parameters():
+        p.grad = None
+    return values, counter.count
+
+
+def pyhessian_trace(model, batch, seed=0):
+    from pyhessian import hessian
+    with hessian_mode(model):
+        torch.manual_seed(seed)
+        samples = hessian(model, cross_entropy, data=batch, cuda=False).trace()
+    for p in model.parameters():
+        p.grad = None
+    m = len(samples)
+    mean = sum(samples) / m
+    stderr = math.sqrt(sum((s - mean) ** 2 for s in samples) / (m - 1) / m) if m > 1 else math.inf
+    return mean, stderr, m
+
+
+def max_rel_error(values, reference):
+    """Match by rank (largest magnitude first)."""
+    a = sorted(values, key=abs, reverse=True)
+    b = sorted(reference, key=abs, reverse=True)
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b))
+
+
+def bench_model(name: str, args) -> list[str]:
+    torch.manual_seed(0)
+    model = vitlens.load_model(name, pretrained=name.startswith("demo_") and name != "demo_vit")
+    if args.checkpoint:
+        vitlens.load_checkpoint(model, args.checkpoint)
+    batch = batch_of(model, args.batch)
+    lines = []
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"\n### {name} ({nparams / 1e6:.2f}M params, batch {args.batch})\n", flush=True)
+
+    # --- HVP cost as a multiple of one gradient
+    params = list(model.parameters())
+    with hessian_mode(model):
+        grad_s, _ = median_time(lambda: torch.autograd.grad(cross_entropy(model(batch[0]), batch[1]), params),
+                                args.reps + 1)
+    rows = [("gradient", grad_s)]
+    for engine in ("double_backward", "recompute", "forward_over_reverse"):
+        try:
+            with hessian_operator(model, batch, engine=engine) as op:
+                v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
+                build_s, _ = median_time(lambda: op.matvec(v), 1)  # double_backward: builds the graph
+                hvp_s, _ = median_time(lambda: op.matvec(v), args.reps + 1)
+            rows.append((engine, hvp_s))
+            if engine == "double_backward":
+                rows.append(("double_backward first call (graph build)", build_s))
+        except Exception as err:  # an engine that does not support the model
+            print(f"{engine}: failed ({type(err).__name__}: {str(err)[:80]})")
+    lines.append("| HVP engine | seconds | x gradient |\n|---|---|---|")
+    lines += [f"| {k} | {s:.3f} | {s / grad_s:.2f} |" for k, s in rows]
+
+    # --- top-5
+    ref = top_eigenvalues(model, batch, k=5, tol=args.ref_tol, max_steps=300, seed=1)
+    ours_s, ours = median_time(lambda: top_eigenvalues(model, batch, k=5, tol=1e-3, seed=0), args.reps)
+    theirs_s, (theirs, theirs_hvps) = median_time(lambda: pyhessian_top5(model, batch), args.reps)
+    lines.append("\n| top-5 | seconds | HVPs | max rel. error vs reference | eigenvalues |\n|---|---|---|---|---|")
+    lines.append(f"| reference Lanczos tol {args.ref_tol:g} | {ref.seconds:.1f} | {ref.hvps} | 0 | "
+                 f"{', '.join(f'{v:.4g}' for v in ref.eigenvalues)} |")
+    lines.append(f"| vitlens Lanczos tol 1e-3 | {ours_s:.1f} | {ours.hvps} | "
+                 f"{max_rel_error(ours.eigenvalues, ref.eigenvalues):.2e} | "
+                 f"{', '.join(f'{v:.4g}' for v in ours.eigenvalues)} |")
+    lines.append(f"| PyHessian eigenvalues(top_n=5) | {theirs_s:.1f} | {theirs_hvps} | "
+                 f"{max_rel_error(theirs, ref.eigenvalues):.2e} | {', '.join(f'{v:.4g}' for v in theirs)} |")
+    lines.append(f"\ntop-5 speed-up vs PyHessian: **{theirs_s / ours_s:.1f}x**")
+
+    # --- trace: HVPs for the same standard error
+    with hessian_operator(model, batch) as op:
+        kw = dict(dtype=op.dtype, device=op.device)
+        base = hutchinson(op.matvec, op.dim, max_probes=args.probes, generator=torch.Generator().manual_seed(0), **kw)
+        target = base.stderr
+        pp = hutchpp(op.matvec, op.dim, max_probes=args.probes * 4, sketch=args.sketch, atol=target,
+                     matmat=op.matmat, generator=torch.Generator().manual_seed(0), **kw)
+    ph_mean, ph_stderr, ph_n = pyhessian_trace(model, batch)
+    lines.append(f"\n| trace (target stderr {target:.4g}) | estimate | stderr | HVPs |\n|---|---|---|---|")
+    lines.append(f"| Hutchinson ({args.probes} probes) | {base.estimate:.5g} | {base.stderr:.4g} | {base.hvps} |")
+    lines.append(f"| Hutch++ (sketch {args.sketch}, adaptive) | {pp.estimate:.5g} | {pp.stderr:.4g} | {pp.hvps} |")
+    lines.append(f"| PyHessian trace() defaults | {ph_mean:.5g} | {ph_stderr:.4g} | {ph_n} |")
+    reached = pp.stderr <= target * 1.0001
+    lines.append(f"\ntrace HVP ratio Hutchinson / Hutch++ at equal stderr: **{base.hvps / pp.hvps:.2f}x**"
+                 + ("" if reached else " (Hutch++ did not reach the target within its budget)"))
+
+    # --- spectrum over minibatches of 16
+    minibatches = [batch_of(model, 16, offset=16 * i) for i in range(args.minibatches)]
+    ours_s, spectrum = median_time(lambda: max_eigenvalue_spectrum(model, minibatches, k=5), 1)
+
+    def pyhessian_loop():
+        return [pyhessian_top5(model, mb, seed=i)[0] for i, mb in enumerate(minibatches)]
+    theirs_s, _ = median_time(pyhessian_loop, 1)
+    s = spectrum.summary()
+    lines.append(f"\n| spectrum ({args.minibatches} x 16, top-5) | seconds | HVPs | NEP | APE |\n|---|---|---|---|---|")
+    lines.append(f"| vitlens | {ours_s:.1f} | {spectrum.hvps} | {s['nep']:.3f} | {s['ape']:.4g} |")
+    lines.append(f"| PyHessian loop | {theirs_s:.1f} | | | |")
+    lines.append(f"\nspectrum speed-up vs PyHessian loop: **{theirs_s / ours_s:.1f}x**")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18_cifar", "vit_ti_cifar"])
+    parser.add_argument("--checkpoint", default=None, help="weights for the (single) model")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=1, help="repetitions of each timed call (median)")
+    parser.add_argument("--probes", type=int, default=30, help="Hutchinson probes that set the target stderr")
+    parser.add_argument("--sketch", type=int, default=10, help="Hutch++ sketch size")
+    parser.add_argument("--minibatches", type=int, default=32)
+    parser.add_argument("--ref-tol", type=float, default=1e-7, help="Lanczos tolerance of the reference top-5")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    for name in args.models:
+        bench_model(name, args)
+
+
+if __name__ == "__main__":
+    main()

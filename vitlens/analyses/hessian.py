@@ -1,0 +1,221 @@
+"""Hessian analyses (Park & Kim 2022, Sec. 2.2, Fig. 1c/4): `vitlens run hessian --what ...`.
+
+--what spectrum  the paper's max-eigenvalue spectrum: top-k eigenvalues of each minibatch (batch
+                 `minibatch`, default 16) pooled; rows batch, rank, eigenvalue, residual;
+                 summary NEP (share of negative eigenvalues), APE (mean positive eigenvalue).
+--what topk      top-k eigenvalues (largest magnitude, sign kept) over the whole data set; rows rank,
+                 eigenvalue, residual.
+--what trace     Hutchinson and/or Hutch++ trace; rows estimator, estimate, stderr, hvps.
+--what density   SLQ eigenvalue density; rows grid, density (Ritz nodes/weights in meta["ritz"]).
+--what blocks    per block: top eigenvalue and trace of the Hessian restricted to its parameters, vs
+                 normalised depth; rows block, kind, stage, depth, top_eigenvalue, trace, ...
+--checkpoints DIR  the same for every epoch_*.safetensors that `vitlens train` wrote (column epoch).
+
+The loss is cross-entropy (soft targets with --label-smoothing/--mixup/--cutmix) + (weight_decay/2)
+||w||^2 on the job's data (optionally augmented with --augment), eval mode unless --train-mode; see
+`vitlens.hessian`. --method pyhessian uses PyHessian 0.1 for topk/trace/spectrum.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..errors import VitlensError
+from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
+                       top_eigenvalues)
+from ..result import Result
+from . import Context, register_analysis
+
+WHATS = ("spectrum", "topk", "trace", "density", "blocks")
+
+DEFAULTS = {
+    "what": "spectrum",
+    "top_k": 5,
+    "method": "lanczos",          # or "pyhessian"
+    "engine": "auto",             # HVP engine: auto, double_backward, recompute, forward_over_reverse
+    "minibatch": 16,              # spectrum: minibatch size (paper: 16)
+    "minibatches": 0,             # spectrum: how many minibatches (0 = all the data holds)
+    "tol": 1e-3,                  # Lanczos: relative residual per eigenvalue
+    "max_steps": 100,             # Lanczos steps at most
+    "probes": 100,                # trace: Hessian-vector products at most (blocks: per block 20)
+    "trace_rtol": 0.0,            # trace: stop once stderr <= rtol * |trace| (0 = use all probes)
+    "estimator": "both",          # trace: hutchinson, hutchpp or both
+    "runs": 5,                    # density: SLQ runs
+    "steps": 80,                  # density: Lanczos steps per run
+    "points": 500,                # density: grid points
+    "sigma_fraction": 0.01,       # density: Gaussian width as a fraction of the spectrum's width
+    "weight_decay": 0.0,          # adds (wd/2)||w||^2: every eigenvalue shifts by wd
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "augment": None,              # None, crop_flip or randaugment (data reloaded with it)
+    "train_mode": False,
+    "checkpoints": None,          # folder of epoch_*.safetensors from `vitlens train`
+}
+
+
+def _config(ctx: Context, params: dict) -> LossConfig:
+    return LossConfig(weight_decay=float(params["weight_decay"]), label_smoothing=float(params["label_smoothing"]),
+                      mixup=float(params["mixup"]), cutmix=float(params["cutmix"]),
+                      train_mode=bool(params["train_mode"]), seed=int(ctx.spec.seed))
+
+
+def _dataset(ctx: Context, params: dict):
+    if not params["augment"]:
+        return ctx.dataset
+    from ..data import load_data
+    spec = ctx.spec
+    return load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=ctx.model,
+                     augment=params["augment"])
+
+
+def _batches(ctx: Context, dataset, batch_size: int) -> list:
+    from ..data import make_loader
+    loader = make_loader(dataset, batch_size, seed=ctx.spec.seed)
+    batches = [(torch.as_tensor(x), torch.as_tensor(y)) for x, y in loader]
+    if not batches:
+        raise VitlensError(f"data set {ctx.spec.dataset} is empty: the Hessian needs at least one sample")
+    return batches
+
+
+def _int(params: dict, key: str, low: int = 1) -> int:
+    try:
+        value = int(params[key])
+    except (TypeError, ValueError):
+        raise VitlensError(f"--{key.replace('_', '-')} must be an integer, got {params[key]!r}") from None
+    if value < low:
+        raise VitlensError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
+    return value
+
+
+def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]:
+    """One model state: the frame and summary of WHAT."""
+    model, config, seed = ctx.model, _config(ctx, params), int(ctx.spec.seed)
+    method, engine = params["method"], params["engine"]
+    k, tol, max_steps = _int(params, "top_k"), float(params["tol"]), _int(params, "max_steps")
+    dataset = _dataset(ctx, params)
+
+    if what == "spectrum":
+        minibatches = _batches(ctx, dataset, _int(params, "minibatch"))
+        limit = _int(params, "minibatches", 0) or None
+        total = min(len(minibatches), limit or len(minibatches))
+        spectrum = max_eigenvalue_spectrum(model, minibatches, k, limit, config, tol, max_steps, engine, seed,
+                                           method, progress=ctx.progress(total, "hessian spectrum"))
+        summary = dict(spectrum.summary(), minibatches=total, minibatch=_int(params, "minibatch"),
+                       hvps=spectrum.hvps, seconds=round(spectrum.seconds, 3))
+        return pd.DataFrame(spectrum.rows), summary
+
+    batches = _batches(ctx, dataset, ctx.spec.batch_size)
+    if what == "topk":
+        progress = ctx.progress(1, "hessian top-k")
+        top = top_eigenvalues(model, batches, k, config, tol, max_steps, engine, seed, method=method)
+        progress.update(1)
+        frame = pd.DataFrame(dict(rank=range(len(top.eigenvalues)), eigenvalue=top.eigenvalues,
+                                  residual=top.residuals))
+        return frame, dict(eigenvalues=top.eigenvalues, hvps=top.hvps, converged=top.converged,
+                           seconds=round(top.seconds, 3), method=top.method)
+    if what == "trace":
+        estimators = {"both": ["hutchinson", "hutchpp"]}.get(params["estimator"], [params["estimator"]])
+        if method == "pyhessian":
+            estimators = ["pyhessian"]
+        progress = ctx.progress(len(estimators), "hessian trace")
+        rows, summary = [], {}
+        for name in estimators:
+            est = hessian_trace(model, batches, "hutchinson" if name == "pyhessian" else name,
+                                _int(params, "probes", 2), float(params["trace_rtol"]), 0.0, config, engine, seed,
+                                method=method)
+            rows.append(dict(estimator=est.estimator, estimate=est.estimate, stderr=est.stderr, hvps=est.hvps))
+            summary[est.estimator] = dict(trace=est.estimate, stderr=est.stderr, hvps=est.hvps)
+            progress.update(1, name)
+        best = min(rows, key=lambda r: r["stderr"])
+        summary.update(trace=best["estimate"], stderr=best["stderr"], estimator=best["estimator"])
+        return pd.DataFrame(rows), summary
+    if what == "density":
+        progress = ctx.progress(1, "hessian density")
+        dens = eigenvalue_density(model, batches, _int(params, "runs"), _int(params, "steps"),
+                                  _int(params, "points", 2), None, float(params["sigma_fraction"]), config, engine,
+                                  seed, method=method)
+        progress.update(1)
+        m1, m1_err = dens.moment(1)
+        m2, m2_err = dens.moment(2)
+        frame = pd.DataFrame(dict(grid=dens.grid.numpy(), density=dens.density.numpy()))
+        summary = dict(sigma=dens.sigma, hvps=dens.hvps, mean_eigenvalue=m1, mean_eigenvalue_stderr=m1_err,
+                       mean_square_eigenvalue=m2, mean_square_eigenvalue_stderr=m2_err,
+                       min_node=float(min(t.min() for t in dens.nodes)),
+                       max_node=float(max(t.max() for t in dens.nodes)))
+        ritz = [dict(nodes=t.tolist(), weights=w.tolist()) for t, w in zip(dens.nodes, dens.weights)]
+        return frame, dict(summary, _ritz=ritz)
+    if what == "blocks":
+        if method == "pyhessian":
+            raise VitlensError("PyHessian cannot restrict the Hessian to a block's parameters; use method=lanczos")
+        from ..models import blocks as model_blocks
+        rows = block_curvature(model, batches, config, min(_int(params, "probes", 2), 20), tol, max_steps, engine,
+                               seed, progress=ctx.progress(len(model_blocks(model)), "hessian blocks"))
+        frame = pd.DataFrame(rows)
+        used = frame.dropna(subset=["top_eigenvalue"])
+        top = used.loc[used["top_eigenvalue"].abs().idxmax()]
+        return frame, dict(blocks=len(frame), sharpest_block=top["block"],
+                           sharpest_eigenvalue=float(top["top_eigenvalue"]),
+                           total_block_trace=float(used["trace"].sum()))
+    raise VitlensError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
+
+
+def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every epoch_*.safetensors in FOLDER, in epoch order."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise VitlensError(f"--checkpoints must be a folder of epoch_*.safetensors files, got {folder}")
+    found = []
+    for path in folder.glob("epoch_*.safetensors"):
+        match = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        raise VitlensError(f"no epoch_*.safetensors checkpoints in {folder} (write them with `vitlens train`)")
+    return sorted(found)
+
+
+@register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
+                   "per-block curvature; over checkpoints", defaults=DEFAULTS)
+def hessian(ctx: Context, params: dict) -> Result:
+    what = params["what"]
+    if what not in WHATS:
+        raise VitlensError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
+    if params["method"] not in ("lanczos", "pyhessian"):
+        raise VitlensError(f"--method must be lanczos or pyhessian, got {params['method']!r}")
+    if len(ctx.dataset) == 0:
+        raise VitlensError(f"data set {ctx.spec.dataset} is empty: the Hessian needs at least one sample")
+    meta = {"analysis": "hessian", "what": what}
+    if not params["checkpoints"]:
+        frame, summary = _compute(ctx, params, what)
+        ritz = summary.pop("_ritz", None)
+        if ritz is not None:
+            meta["ritz"] = ritz
+        meta["summary"] = summary
+        return Result(frame, meta)
+
+    from ..models import load_checkpoint, read_checkpoint_metadata
+    files = checkpoint_files(params["checkpoints"])
+    original = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+    frames, summaries = [], []
+    try:
+        for epoch, path in files:
+            load_checkpoint(ctx.model, path)
+            info = read_checkpoint_metadata(path)
+            frame, summary = _compute(ctx, params, what)
+            summary.pop("_ritz", None)
+            frame.insert(0, "epoch", int(info.get("epoch", epoch)))
+            frames.append(frame)
+            summaries.append(dict(summary, epoch=int(info.get("epoch", epoch)), checkpoint=path.name,
+                                  test_accuracy=info.get("test_accuracy"), train_nll=info.get("train_nll")))
+    finally:
+        with torch.no_grad():
+            ctx.model.load_state_dict(original)
+    meta["summary"] = dict(checkpoints=len(files), per_epoch=summaries)
+    return Result(pd.concat(frames, ignore_index=True), meta)
+
+
+__all__ = ["hessian", "checkpoint_files"]

@@ -1,0 +1,127 @@
+"""Lanczos with full reorthogonalisation, and top-k eigenpairs (by magnitude, sign kept) from it.
+
+Lanczos (Golub & Van Loan, "Matrix Computations", Alg. 10.1.1; Paige 1972/1980 on its finite
+precision behaviour): from a unit start vector q_1 build an orthonormal basis Q of the Krylov space
+span{q, Hq, H^2 q, ...} in which H is tridiagonal, T = Q^T H Q (alpha on the diagonal, beta beside
+it). Every new vector is orthogonalised again against all earlier ones (twice: "twice is enough",
+Giraud et al. 2005), which keeps Q orthonormal so no spurious copies of converged eigenvalues
+appear. The eigenpairs (theta, s) of T give Ritz pairs (theta, Q s); the residual of a Ritz pair is
+``||H Q s - theta Q s|| = beta_m |s_m|`` (Paige), which is the stopping test.
+
+Extreme eigenvalues at both ends converge first, so the largest-magnitude ones (positive or
+negative) come out in few products; PyHessian's power iteration with deflation only finds the
+largest-magnitude one at a time and stalls when two are close.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import VitlensError
+
+
+@dataclass
+class Tridiagonal:
+    """What `lanczos` returns: T's diagonal (alpha) and off-diagonal (beta), and the basis rows Q."""
+
+    alpha: list[float] = field(default_factory=list)
+    beta: list[float] = field(default_factory=list)  # beta[j] couples q_j and q_{j+1}; last = residual norm
+    basis: torch.Tensor | None = None  # (m, dim) orthonormal rows
+    hvps: int = 0
+
+    def matrix(self) -> torch.Tensor:
+        m = len(self.alpha)
+        T = torch.diag(torch.tensor(self.alpha, dtype=torch.float64))
+        if m > 1:
+            off = torch.tensor(self.beta[:m - 1], dtype=torch.float64)
+            T += torch.diag(off, 1) + torch.diag(off, -1)
+        return T
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending) and T's eigenvectors (columns), float64."""
+        return torch.linalg.eigh(self.matrix())
+
+
+def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, steps: int,
+            stop: Callable[[Tridiagonal], bool] | None = None) -> Tridiagonal:
+    """At most STEPS Lanczos steps from START; ``stop(tri)`` after each step may end early.
+
+    Ends early also when the Krylov space is exhausted (beta ~ 0): then T's eigenvalues are exact
+    eigenvalues of H.
+    """
+    dim = start.numel()
+    steps = min(int(steps), dim)
+    Q = torch.zeros(steps, dim, dtype=start.dtype, device=start.device)
+    Q[0] = start / torch.linalg.vector_norm(start)
+    out = Tridiagonal()
+    scale = 0.0
+    for j in range(steps):
+        w = matvec(Q[j])
+        out.hvps += 1
+        alpha = torch.dot(Q[j], w)
+        w = w - alpha * Q[j]
+        if j > 0:
+            w = w - out.beta[j - 1] * Q[j - 1]
+        for _ in range(2):  # full reorthogonalisation against every basis vector, twice
+            w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
+        beta = torch.linalg.vector_norm(w).item()
+        out.alpha.append(alpha.item())
+        out.beta.append(beta)
+        scale = max(scale, abs(alpha.item()), beta)
+        done = beta <= 1e-10 * max(scale, 1e-30) or j + 1 == steps
+        if not done:
+            Q[j + 1] = w / beta
+        out.basis = Q[:j + 1]
+        if done or (stop is not None and stop(out)):
+            break
+    return out
+
+
+@dataclass
+class Eigenpairs:
+    """Top-k eigenvalues (largest magnitude first), flat eigenvectors (rows) and residual bounds."""
+
+    eigenvalues: list[float]
+    eigenvectors: torch.Tensor  # (k, dim)
+    residuals: list[float]
+    hvps: int
+    steps: int
+    converged: bool
+
+
+def _select(tri: Tridiagonal, k: int):
+    theta, S = tri.ritz()
+    order = torch.argsort(theta.abs(), descending=True)[:k]
+    residual = (abs(tri.beta[-1]) * S[-1, order].abs()).tolist()
+    return theta[order], S[:, order], residual
+
+
+def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 5, tol: float = 1e-3,
+                   max_steps: int = 100, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Eigenpairs:
+    """The K eigenvalues of largest magnitude (sign kept) and their eigenvectors, by Lanczos.
+
+    Stops when every selected Ritz pair has residual ``||H v - theta v|| <= tol * |theta|`` (the
+    eigenvalue error is then at most that, and usually ~ residual^2 / gap), or after MAX_STEPS.
+    """
+    if k < 1:
+        raise VitlensError(f"k must be at least 1, got {k}")
+    if k > dim:
+        raise VitlensError(f"k={k} is larger than the number of parameters ({dim})")
+    generator = generator or torch.Generator().manual_seed(0)
+    start = torch.randn(dim, generator=generator, dtype=dtype).to(device)
+
+    def converged(tri: Tridiagonal) -> bool:
+        if len(tri.alpha) < k:
+            return False
+        theta, _, residual = _select(tri, k)
+        return all(r <= tol * abs(t) for r, t in zip(residual, theta.tolist()))
+
+    tri = lanczos(matvec, start, max(int(max_steps), k), stop=converged)
+    theta, S, residual = _select(tri, k)
+    vectors = (S.T.to(tri.basis.dtype) @ tri.basis)  # Ritz vectors Q s, unit norm
+    exhausted = tri.beta[-1] <= 1e-10 * max(1e-30, max(abs(a) for a in tri.alpha))
+    return Eigenpairs(eigenvalues=theta.tolist(), eigenvectors=vectors, residuals=residual, hvps=tri.hvps,
+                      steps=len(tri.alpha), converged=exhausted or converged(tri))

@@ -1,0 +1,197 @@
+"""High-level Hessian functions on a model and data: top-k, trace, density, max-eigenvalue spectrum,
+per-block curvature. Each takes one (x, y) batch or an iterable of batches (e.g. a DataLoader),
+puts the model in `hessian_mode` (eval by default) and restores it afterwards.
+
+The paper's max-eigenvalue spectrum (Park & Kim 2022, Fig. 1c/4): for each of M minibatches the
+top-k eigenvalues (by magnitude, sign kept) of that minibatch's Hessian, pooled. NEP is the share
+of negative eigenvalues in the pool, APE the mean of the positive ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..errors import VitlensError
+from .density import Density, slq
+from .hvp import HessianOperator
+from .lanczos import top_eigenpairs
+from .loss import LossConfig, hessian_mode, prepare_batches, trainable_parameters
+from .trace import TraceEstimate, hutchinson, hutchpp
+
+METHODS = ("lanczos", "pyhessian")
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def hessian_operator(model: nn.Module, data, config: LossConfig = LossConfig(), params=None,
+                     engine: str = "auto", num_classes: int | None = None):
+    """`HessianOperator` of the loss on DATA, valid inside the block (model restored on exit)."""
+    from .loss import _num_classes
+    params = list(params) if params is not None else trainable_parameters(model)
+    batches = prepare_batches(data, config, num_classes or _num_classes(model), _device(model), model)
+    with hessian_mode(model, config.train_mode):
+        op = HessianOperator(model, batches, config, params=params, engine=engine)
+        try:
+            yield op
+        finally:
+            op.release()
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+@dataclass
+class TopK:
+    eigenvalues: list[float]  # largest magnitude first, sign kept
+    eigenvectors: list[list[torch.Tensor]]  # per eigenvalue: tensors shaped like the parameters
+    residuals: list[float | None]
+    hvps: int | None
+    seconds: float
+    method: str = "lanczos"
+    converged: bool = True
+
+
+def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(), tol: float = 1e-3,
+                    max_steps: int = 100, engine: str = "auto", seed: int = 0, params=None,
+                    method: str = "lanczos") -> TopK:
+    """The K eigenvalues of largest magnitude of the loss Hessian (sign kept) and their eigenvectors.
+
+    Eigenvectors come as lists of tensors shaped like PARAMS (default: all trainable parameters), unit
+    norm over all of them together (directions for loss-landscape plots).
+    """
+    start = time.perf_counter()
+    if method == "pyhessian":
+        from .pyhessian_engine import pyhessian_top_eigenvalues
+        return pyhessian_top_eigenvalues(model, data, k, config, seed=seed)
+    _check_method(method)
+    with hessian_operator(model, data, config, params, engine) as op:
+        if k > op.dim:
+            raise VitlensError(f"k={k} is larger than the number of parameters ({op.dim})")
+        pairs = top_eigenpairs(op.matvec, op.dim, k, tol, max_steps, _generator(seed), op.dtype, op.device)
+        vectors = [[t.detach().clone() for t in op.unflatten(v)] for v in pairs.eigenvectors]
+    return TopK(pairs.eigenvalues, vectors, pairs.residuals, pairs.hvps, time.perf_counter() - start,
+                converged=pairs.converged)
+
+
+def hessian_trace(model: nn.Module, data, estimator: str = "hutchinson", probes: int = 100, rtol: float = 0.0,
+                  atol: float = 0.0, config: LossConfig = LossConfig(), engine: str = "auto", seed: int = 0,
+                  params=None, method: str = "lanczos") -> TraceEstimate:
+    """tr(H) with a standard error: ESTIMATOR "hutchinson" or "hutchpp" (at most PROBES products)."""
+    if method == "pyhessian":
+        from .pyhessian_engine import pyhessian_trace
+        return pyhessian_trace(model, data, probes, config, seed=seed)
+    _check_method(method)
+    with hessian_operator(model, data, config, params, engine) as op:
+        kw = dict(max_probes=probes, rtol=rtol, atol=atol, generator=_generator(seed), dtype=op.dtype,
+                  device=op.device)
+        if estimator == "hutchinson":
+            return hutchinson(op.matvec, op.dim, **kw)
+        if estimator == "hutchpp":
+            return hutchpp(op.matvec, op.dim, matmat=op.matmat, **kw)
+    raise VitlensError(f"unknown trace estimator '{estimator}'; choose hutchinson or hutchpp")
+
+
+def eigenvalue_density(model: nn.Module, data, runs: int = 5, steps: int = 80, points: int = 1000,
+                       sigma: float | None = None, sigma_fraction: float = 0.01, config: LossConfig = LossConfig(),
+                       engine: str = "auto", seed: int = 0, params=None, method: str = "lanczos") -> Density:
+    """Eigenvalue density by stochastic Lanczos quadrature (RUNS runs of STEPS steps, Gaussian broadening)."""
+    if method == "pyhessian":
+        raise VitlensError("PyHessian's density() calls torch.eig, which PyTorch removed; use method=lanczos "
+                           "(vitlens' own SLQ)")
+    _check_method(method)
+    with hessian_operator(model, data, config, params, engine) as op:
+        return slq(op.matvec, op.dim, runs, steps, points, sigma, sigma_fraction, _generator(seed), op.dtype,
+                   op.device)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise VitlensError(f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+
+
+@dataclass
+class Spectrum:
+    rows: list[dict] = field(default_factory=list)  # batch, rank, eigenvalue, residual, hvps
+    hvps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def eigenvalues(self) -> list[float]:
+        return [r["eigenvalue"] for r in self.rows]
+
+    def summary(self) -> dict:
+        return spectrum_summary(self.eigenvalues)
+
+
+def spectrum_summary(eigenvalues) -> dict:
+    """NEP (share of negative eigenvalues), APE (mean positive eigenvalue) and more of a pooled spectrum."""
+    values = [float(v) for v in eigenvalues]
+    positive = [v for v in values if v > 0]
+    negative = [v for v in values if v < 0]
+    total_abs = sum(abs(v) for v in values)
+    return dict(count=len(values),
+                nep=len(negative) / len(values) if values else math.nan,
+                ape=sum(positive) / len(positive) if positive else math.nan,
+                negative_mass=sum(-v for v in negative) / total_abs if total_abs else math.nan,
+                max_eigenvalue=max(values) if values else math.nan,
+                min_eigenvalue=min(values) if values else math.nan)
+
+
+def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch_limit: int | None = None,
+                            config: LossConfig = LossConfig(), tol: float = 1e-3, max_steps: int = 100,
+                            engine: str = "auto", seed: int = 0, method: str = "lanczos",
+                            progress=None) -> Spectrum:
+    """Top-K eigenvalues of each minibatch's Hessian (paper: batch 16, M ~ 10% of the train set)."""
+    out, start = Spectrum(), time.perf_counter()
+    for b, batch in enumerate(minibatches):
+        if minibatch_limit is not None and b >= minibatch_limit:
+            break
+        batch_config = LossConfig(config.weight_decay, config.label_smoothing, config.mixup, config.cutmix,
+                                  config.train_mode, config.seed + b)
+        top = top_eigenvalues(model, batch, k, batch_config, tol, max_steps, engine, seed + b, method=method)
+        out.hvps += top.hvps or 0
+        for rank, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals)):
+            out.rows.append(dict(batch=b, rank=rank, eigenvalue=value, residual=residual, hvps=top.hvps))
+        if progress is not None:
+            progress.update(1, f"batch {b}: max |eig| {abs(top.eigenvalues[0]):.4g}")
+    if not out.rows:
+        raise VitlensError("no minibatches: the data set is empty")
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), probes: int = 20,
+                    tol: float = 1e-3, max_steps: int = 100, engine: str = "auto", seed: int = 0,
+                    progress=None) -> list[dict]:
+    """Per block (see `vitlens.blocks`): top eigenvalue (by magnitude) and trace of the Hessian
+    restricted to that block's parameters (the diagonal block H_bb, other weights held fixed)."""
+    from ..models import blocks as model_blocks
+    parts = model_blocks(model)
+    trainable_parameters(model)  # raises when nothing is trainable
+    rows = []
+    for i, block in enumerate(parts):
+        params = [p for p in block.parameters() if p.requires_grad]
+        row = dict(block=block.name, kind=block.kind, stage=block.stage, index=i,
+                   depth=i / max(len(parts) - 1, 1), params=sum(p.numel() for p in params),
+                   top_eigenvalue=math.nan, trace=math.nan, trace_stderr=math.nan, hvps=0)
+        if params:
+            with hessian_operator(model, data, config, params, engine) as op:
+                pairs = top_eigenpairs(op.matvec, op.dim, 1, tol, max_steps, _generator(seed + i), op.dtype,
+                                       op.device)
+                trace = hutchinson(op.matvec, op.dim, max_probes=max(probes, 2), generator=_generator(seed + i),
+                                   dtype=op.dtype, device=op.device)
+                row.update(top_eigenvalue=pairs.eigenvalues[0], trace=trace.estimate, trace_stderr=trace.stderr,
+                           hvps=op.hvps)
+        rows.append(row)
+        if progress is not None:
+            progress.update(1, block.name)
+    return rows
