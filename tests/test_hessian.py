@@ -397,7 +397,7 @@ def test_cli_every_what(tmp_path, capsys):
     from vitlens.cli import main
     expected = {"spectrum": {"batch", "rank", "eigenvalue"}, "topk": {"rank", "eigenvalue", "residual"},
                 "trace": {"estimator", "estimate", "stderr", "hvps"}, "density": {"grid", "density"},
-                "blocks": {"block", "kind", "stage", "depth", "top_eigenvalue", "trace"}}
+                "blocks": {"block", "name", "kind", "stage", "depth", "top_eigenvalue", "trace"}}
     for what, columns in expected.items():
         out = tmp_path / f"{what}.json"
         code = main(["run", "hessian", *TINY_VIT, "--what", what, "--top-k", "2", "--minibatches", "2",

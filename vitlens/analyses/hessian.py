@@ -157,7 +157,7 @@ def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]
         frame = pd.DataFrame(rows)
         used = frame.dropna(subset=["top_eigenvalue"])
         top = used.loc[used["top_eigenvalue"].abs().idxmax()]
-        return frame, dict(blocks=len(frame), sharpest_block=top["block"],
+        return frame, dict(blocks=len(frame), sharpest_block=top["name"],
                            sharpest_eigenvalue=float(top["top_eigenvalue"]),
                            total_block_trace=float(used["trace"].sum()))
     raise VitlensError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")

@@ -177,11 +177,13 @@ def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), p
     from ..models import blocks as model_blocks
     parts = model_blocks(model)
     trainable_parameters(model)  # raises when nothing is trainable
+    from ..features import normalised_depth
+    depths = normalised_depth(parts)  # the same depth axis as the feature analyses
     rows = []
     for i, block in enumerate(parts):
         params = [p for p in block.parameters() if p.requires_grad]
-        row = dict(block=block.name, kind=block.kind, stage=block.stage, index=i,
-                   depth=i / max(len(parts) - 1, 1), params=sum(p.numel() for p in params),
+        row = dict(block=i, name=block.name, kind=block.kind, stage=block.stage,
+                   depth=depths[i], params=sum(p.numel() for p in params),
                    top_eigenvalue=math.nan, trace=math.nan, trace_stderr=math.nan, hvps=0)
         if params:
             with hessian_operator(model, data, config, params, engine) as op:
