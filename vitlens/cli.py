@@ -128,7 +128,10 @@ def _fresh(args):
 
 
 def cmd_run(args) -> int:
+    from . import distributed
     from .analyses import JobSpec, run
+    from .device import resolve_device
+    distributed.init_from_env(resolve_device(args.device))  # no-op unless started by torchrun
     params = _json_arg(args.params, "--params")
     params.update(_option_args(args.option))
     spec = JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
@@ -137,8 +140,10 @@ def cmd_run(args) -> int:
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
         raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{args.out}'")
     start = time.perf_counter()
-    result, cached = run(spec, use_cache=not args.no_cache, verbose=True)
+    result, cached = run(spec, use_cache=not args.no_cache, verbose=distributed.is_main())
     took = time.perf_counter() - start
+    if not distributed.is_main():
+        return 0  # rank 0 reports and writes
     summary = result.meta.get("summary")
     if summary:
         print(json.dumps(summary, indent=None, default=str))

@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -176,16 +177,46 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
                            versions=_versions(), device=str(device))
         return result
 
+    from .. import distributed
+    if distributed.world()[1] > 1:
+        return _run_distributed(key, compute, spec, use_cache, cache)
     if not use_cache:
         return compute(), False
     own = cache is None
     cache = ResultCache() if own else cache
     try:
-        info = dict(analysis=spec.analysis, model=spec.model, data=f"{spec.dataset}/{spec.split}",
-                    spec=json.dumps(spec.to_dict(), sort_keys=True))
-        outcome = cache.get_or_compute(key, compute, info)
+        outcome = cache.get_or_compute(key, compute, _info(spec))
         cache.set_alias(request_id(spec), key)
         return outcome
+    finally:
+        if own:
+            cache.close()
+
+
+def _info(spec: JobSpec) -> dict:
+    return dict(analysis=spec.analysis, model=spec.model, data=f"{spec.dataset}/{spec.split}",
+                spec=json.dumps(spec.to_dict(), sort_keys=True))
+
+
+def _run_distributed(key: str, compute: Callable[[], Result], spec: JobSpec, use_cache: bool,
+                     cache=None) -> tuple[Result, bool]:
+    """Under torchrun: rank 0 looks in the cache and tells the others; on a miss every rank computes
+    its share and rank 0 stores the Result."""
+    from .. import distributed
+    from ..cache import ResultCache
+    main = distributed.is_main()
+    own = cache is None and main and use_cache
+    cache = ResultCache() if own else cache
+    try:
+        hit = cache.get(key) if (main and use_cache) else None
+        if distributed.broadcast(hit is not None):
+            # only rank 0 writes anything; the other ranks get an empty Result
+            return (hit if main else Result(pd.DataFrame(), {"rank": distributed.world()[0]})), True
+        result = compute()
+        if main and use_cache:
+            cache.put(key, result, _info(spec))
+            cache.set_alias(request_id(spec), key)
+        return result, False
     finally:
         if own:
             cache.close()

@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .. import distributed
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
-                       top_eigenvalues)
+                       spectrum_summary, top_eigenvalues)
 from ..result import Result
 from . import Context, register_analysis
 
@@ -102,13 +103,33 @@ def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]
         minibatches = _batches(ctx, dataset, _int(params, "minibatch"))
         limit = _int(params, "minibatches", 0) or None
         total = min(len(minibatches), limit or len(minibatches))
-        spectrum = max_eigenvalue_spectrum(model, minibatches, k, limit, config, tol, max_steps, engine, seed,
-                                           method, progress=ctx.progress(total, "hessian spectrum"))
-        summary = dict(spectrum.summary(), minibatches=total, minibatch=_int(params, "minibatch"),
-                       hvps=spectrum.hvps, seconds=round(spectrum.seconds, 3))
-        return pd.DataFrame(spectrum.rows), summary
+        mine = distributed.shard(total)  # under torchrun each rank takes every N-th minibatch
+        spectrum = max_eigenvalue_spectrum(model, [minibatches[b] for b in mine], k, limit, config, tol, max_steps,
+                                           engine, seed, method, progress=ctx.progress(len(mine), "hessian spectrum"),
+                                           indices=mine)
+        rows = sorted((r for part in distributed.gather(spectrum.rows) for r in part),
+                      key=lambda r: (r["batch"], r["rank"]))
+        summary = dict(spectrum_summary([r["eigenvalue"] for r in rows]), minibatches=total,
+                       minibatch=_int(params, "minibatch"), hvps=sum(distributed.gather(spectrum.hvps)),
+                       seconds=round(spectrum.seconds, 3), ranks=distributed.world()[1])
+        return pd.DataFrame(rows), summary
 
+    with distributed.sharded_data():
+        return _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k, tol, max_steps, seed)
+
+
+def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k, tol, max_steps, seed):
+    """top-k, trace, density and blocks: the Hessian of the loss over the whole (sampled) data set.
+    Under torchrun each rank holds every N-th batch and Hessian-vector products are summed."""
+    model = ctx.model
     batches = _batches(ctx, dataset, ctx.spec.batch_size)
+    rank, size = distributed.world()
+    if size > 1:
+        if len(batches) < size:
+            raise VitlensError(f"{len(batches)} batches cannot be shared by {size} ranks; use more --samples")
+        if method == "pyhessian":
+            raise VitlensError("the PyHessian engine runs in one process; drop torchrun or use method=lanczos")
+        batches = batches[rank::size]
     if what == "topk":
         progress = ctx.progress(1, "hessian top-k")
         top = top_eigenvalues(model, batches, k, config, tol, max_steps, engine, seed, method=method)

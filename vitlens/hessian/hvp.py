@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .. import distributed
 from ..errors import VitlensError
 from .loss import LossConfig, batch_loss, check_finite, iter_batches, trainable_parameters
 
@@ -54,8 +55,11 @@ class HessianOperator:
         self.sizes = [p.numel() for p in self.params]
         self.offsets = [sum(self.sizes[:k]) for k in range(len(self.sizes))]
         self.dim = sum(self.sizes)
-        self.samples = sum(len(x) for x, _ in self.batches)
+        # Under torchrun with sharded data each rank holds part of the batches: weights use the total.
         self.dtype, self.device = self.params[0].dtype, self.params[0].device
+        self.distributed = distributed.data_is_sharded()
+        local = torch.tensor(float(sum(len(x) for x, _ in self.batches)), device=self.device)
+        self.samples = int(distributed.all_reduce_sum(local).item()) if self.distributed else int(local.item())
         if engine == "auto":
             engine = "double_backward" if self.samples <= cache_samples else "recompute"
         if engine == "forward_over_reverse" and config.train_mode:
@@ -103,6 +107,8 @@ class HessianOperator:
         for i, x, t in iter_batches(self.batches, self.config):
             grads = torch.autograd.grad(self._weighted_loss(i, x, t), self.params, allow_unused=True)
             out += self.flatten([torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)])
+        if self.distributed:
+            distributed.all_reduce_sum(out)
         return out + self.config.weight_decay * self.flatten([p.detach() for p in self.params])
 
     # ------------------------------------------------------------------ products
@@ -138,6 +144,8 @@ class HessianOperator:
                 self._accumulate(total, self._double_backward(grads, vs, retain=batched, batched=batched), batched)
         else:
             total = self._forward_over_reverse(V, vs, batched)
+        if self.distributed:
+            distributed.all_reduce_sum(total)  # the other ranks' batches
         return total
 
     def _forward_over_reverse(self, V, vs, batched: bool) -> torch.Tensor:

@@ -149,10 +149,15 @@ def spectrum_summary(eigenvalues) -> dict:
 def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch_limit: int | None = None,
                             config: LossConfig = LossConfig(), tol: float = 1e-3, max_steps: int = 100,
                             engine: str = "auto", seed: int = 0, method: str = "lanczos",
-                            progress=None) -> Spectrum:
-    """Top-K eigenvalues of each minibatch's Hessian (paper: batch 16, M ~ 10% of the train set)."""
+                            progress=None, indices=None) -> Spectrum:
+    """Top-K eigenvalues of each minibatch's Hessian (paper: batch 16, M ~ 10% of the train set).
+
+    INDICES (default 0, 1, ...) number the minibatches given; each minibatch's seeds follow its index,
+    so a share of the minibatches (torchrun) gives the same rows as the whole loop."""
     out, start = Spectrum(), time.perf_counter()
-    for b, batch in enumerate(minibatches):
+    minibatches = list(minibatches)
+    indices = list(range(len(minibatches))) if indices is None else list(indices)
+    for b, batch in zip(indices, minibatches):
         if minibatch_limit is not None and b >= minibatch_limit:
             break
         batch_config = LossConfig(config.weight_decay, config.label_smoothing, config.mixup, config.cutmix,
