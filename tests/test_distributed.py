@@ -25,10 +25,15 @@ def run(tmp_path, name, args, ranks):
     ("spectrum", ["hessian", "--what", "spectrum", "--minibatch", "16", "--top-k", "3"], 1e-9),
     # data-set-level HVPs are summed across ranks: equal up to summation order
     ("topk", ["hessian", "--what", "topk", "--top-k", "3", "--tol", "1e-6"], 1e-4),
+    # landscape grid points are dealt out to ranks
+    ("landscape", ["landscape", "--grid", "5", "--range", "0.5"], 1e-9),
 ])
 def test_two_ranks_match_one_process(tmp_path, name, args, rtol):
     one, _ = run(tmp_path, name, args, 1)
     two, err = run(tmp_path, name, args, 2)
     assert list(one.columns) == list(two.columns) and len(one) == len(two)
-    pd.testing.assert_series_equal(one["eigenvalue"], two["eigenvalue"], rtol=rtol, check_exact=False)
+    value = "loss" if name == "landscape" else "eigenvalue"
+    pd.testing.assert_series_equal(one[value], two[value], rtol=rtol, check_exact=False)
+    if name == "landscape":
+        assert one[["x", "y"]].equals(two[["x", "y"]])
     assert err.count("wrote") == 1  # rank 0 alone writes the Result
