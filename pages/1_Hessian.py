@@ -1,5 +1,4 @@
 """Hessian eigenvalues (Park & Kim Fig 1c and Fig 4)."""
-import pandas as pd
 import streamlit as st
 
 from vitlens import plots, ui

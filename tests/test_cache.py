@@ -2,7 +2,6 @@
 import os
 import sqlite3
 import stat
-from pathlib import Path
 
 import diskcache
 import numpy as np

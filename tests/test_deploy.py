@@ -1,6 +1,5 @@
 """Deployment: the Dockerfile lints clean and installs what README installs; team-server config;
 paths from the URL/sidebar stay inside the configured roots."""
-import os
 import re
 import subprocess
 import sys

@@ -24,15 +24,12 @@ from .models import save_checkpoint
 
 @torch.no_grad()
 def accuracy_and_nll(model: nn.Module, loader, device) -> tuple[float, float]:
+    from .analyses.evaluate import Scores
     model.eval()
-    correct, nll, n = 0, 0.0, 0
+    scores = Scores()
     for x, y in loader:
-        x, y = x.to(device), torch.as_tensor(y).to(device)
-        logits = model(x)
-        nll += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-        n += len(y)
-    return correct / max(n, 1), nll / max(n, 1)
+        scores.add(model(x.to(device)), torch.as_tensor(y).to(device))
+    return scores.accuracy, scores.nll
 
 
 def train(model: nn.Module, dataset: str = "digits", epochs: int = 10, batch_size: int = 64,
