@@ -120,7 +120,8 @@ def request_id(spec: JobSpec) -> str:
     alias without rebuilding the model. The cache key itself also covers the weights."""
     import hashlib
     import os
-    payload = spec.to_dict()
+    from .. import __version__
+    payload = dict(spec.to_dict(), vitlens=__version__)  # shipped weights change only with the version
     if spec.checkpoint:
         try:
             st = os.stat(spec.checkpoint)
@@ -150,9 +151,14 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     from ..device import resolve_device
     from ..progress import cli_progress
 
+    from .. import distributed
     analysis = get_analysis(spec.analysis)
     params = resolve_params(analysis, spec.params)
     device = resolve_device(spec.device)
+    if use_cache and distributed.world()[1] == 1:
+        known = cached_result(spec, cache)  # asked before: no need to build and fingerprint the model
+        if known is not None:
+            return known, True
     model = build_model(spec)
     data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
                      batch_size=spec.batch_size)
@@ -177,7 +183,6 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
                            versions=_versions(), device=str(device))
         return result
 
-    from .. import distributed
     if distributed.world()[1] > 1:
         return _run_distributed(key, compute, spec, use_cache, cache)
     if not use_cache:
