@@ -148,3 +148,22 @@ def test_jobs_page_lists_jobs():
     assert not at.exception
     table = at.dataframe[0].value
     assert "variance" in set(table["analysis"])
+
+
+def test_sign_in_gate(monkeypatch):
+    from vitlens.ui import email_allowed
+    allowed = {"ana@lab.org", "@team.org"}
+    assert email_allowed("Ana@Lab.org", allowed) and email_allowed("bo@team.org", allowed)
+    assert not email_allowed("eve@evil.org", allowed) and not email_allowed("", allowed)
+    assert not email_allowed("x@notteam.org.evil", allowed)
+    monkeypatch.setenv("VITLENS_ALLOWED_EMAILS", "ana@lab.org")
+    at = AppTest.from_file(str(ROOT / "pages/4_Feature_variance.py"), default_timeout=60)
+    at.run()
+    assert not at.exception and not at.get("plotly_chart")  # gate closed: nothing of the dashboard shows
+    assert any("no [auth] provider" in e.value for e in at.error)
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                          "client_id": "id", "client_secret": "secret",
+                          "server_metadata_url": "https://idp.example/.well-known/openid-configuration"}
+    at.run()
+    assert not at.exception and not at.get("plotly_chart")
+    assert any(b.label == "Sign in" for b in at.button)  # configured, not signed in yet

@@ -244,9 +244,44 @@ def download(result: Result, name: str) -> None:
                        mime="text/csv", key=f"dl_{name}")
 
 
+def allowed_emails() -> set[str]:
+    """$VITLENS_ALLOWED_EMAILS: comma-separated addresses or @domain entries; empty = sign-in off."""
+    import os
+    return {e.strip().lower() for e in os.environ.get("VITLENS_ALLOWED_EMAILS", "").split(",") if e.strip()}
+
+
+def email_allowed(email: str | None, allowed: set[str]) -> bool:
+    email = (email or "").strip().lower()
+    return bool(email) and (email in allowed or any(a.startswith("@") and email.endswith(a) for a in allowed))
+
+
+def require_sign_in() -> None:
+    """Optional sign-in with Streamlit's OIDC (`st.login`; provider in .streamlit/secrets.toml [auth]).
+    On when VITLENS_ALLOWED_EMAILS is set: only those addresses (or @domains) see the dashboard."""
+    allowed = allowed_emails()
+    if not allowed:
+        return
+    try:
+        configured = "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        configured = False
+    if not configured:
+        st.error("Sign-in is on (VITLENS_ALLOWED_EMAILS) but no [auth] provider is set in .streamlit/secrets.toml.")
+        st.stop()
+    if not st.user.get("is_logged_in", False):
+        st.info("This vitlens server asks you to sign in.")
+        st.button("Sign in", on_click=st.login, type="primary")
+        st.stop()
+    if not email_allowed(st.user.get("email"), allowed):
+        st.error(f"{st.user.get('email')} is not on this server's allow-list.")
+        st.button("Sign out", on_click=st.logout)
+        st.stop()
+
+
 def page(title: str, caption: str) -> None:
-    """Common page header."""
+    """Common page header (and the sign-in gate, when configured)."""
     st.set_page_config(page_title=f"vitlens · {title}", layout="wide")
+    require_sign_in()
     st.title(title)
     st.caption(caption)
 
