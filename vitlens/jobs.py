@@ -5,10 +5,17 @@ long computations run here, outside the script thread: a page submits a `JobSpec
 `vitlens.analyses.run` (which fills the disk cache), and the page polls the job's progress. One
 manager serves every browser session of a server process, so identical requests from several users
 join one job. Workers: `VITLENS_WORKERS` (default 1 — one job at a time on a GPU).
+
+With `VITLENS_RANKS=N` (N > 1, e.g. the number of GPUs) the worker runs the analyses that shard
+(hessian, landscape) as `torchrun --nproc-per-node N -m vitlens run ...`; rank 0 fills the same
+cache, so the page finds the Result exactly as after an in-process job.
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,6 +26,7 @@ from .analyses import JobSpec, request_id, run
 from .errors import VitlensError
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+SHARDED = ("hessian", "landscape")  # analyses that split their work over torchrun ranks
 
 
 class JobCancelled(Exception):
@@ -41,6 +49,7 @@ class Job:
     from_cache: bool = False
     requests: int = 1  # how many submissions joined this job
     cancel_requested: bool = False
+    process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def active(self) -> bool:
@@ -100,7 +109,11 @@ class JobManager:
             job.done, job.total, job.message = done, total, message
 
         try:
-            _, job.from_cache = run(job.spec, progress=progress)
+            ranks = int(os.environ.get("VITLENS_RANKS", "1") or 1)
+            if ranks > 1 and job.spec.analysis in SHARDED:
+                self._run_torchrun(job, ranks)
+            else:
+                _, job.from_cache = run(job.spec, progress=progress)
             job.state = DONE
         except JobCancelled:
             job.state = CANCELLED
@@ -112,12 +125,36 @@ class JobManager:
         finally:
             job.finished = time.time()
 
+    def _run_torchrun(self, job: Job, ranks: int) -> None:
+        """Run JOB over RANKS processes; rank 0 writes the Result into the cache."""
+        spec = job.spec
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "-m", "vitlens", "run",
+               spec.analysis, "--model", spec.model, "--model-args", json.dumps(spec.model_args),
+               "--dataset", spec.dataset, "--split", spec.split, "--samples", str(spec.samples),
+               "--batch-size", str(spec.batch_size), "--seed", str(spec.seed), "--device", spec.device,
+               "--params", json.dumps(spec.params)]
+        if spec.checkpoint:
+            cmd += ["--checkpoint", spec.checkpoint]
+        job.message, job.total = f"running on {ranks} ranks (torchrun)", 1.0
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        job.process = proc
+        _, err = proc.communicate()
+        if job.cancel_requested:
+            raise JobCancelled()
+        if proc.returncode != 0:
+            lines = [ln for ln in err.splitlines() if ln.startswith("vitlens: ")]
+            message = lines[0].split(": ", 2)[-1] if lines else f"torchrun exited {proc.returncode}"
+            raise VitlensError(message)
+        job.done = 1.0
+
     def cancel(self, job_id: str) -> bool:
         """Ask a job to stop; a queued job never starts, a running one stops at its next update."""
         job = self._jobs.get(job_id)
         if job is None or not job.active:
             return False
         job.cancel_requested = True
+        if job.process is not None and job.process.poll() is None:
+            job.process.terminate()  # a torchrun job stops now, not at a progress update
         if job.state == QUEUED:
             job.state, job.finished = CANCELLED, time.time()
         return True
