@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("VITLENS_ARTIFACTS", ROOT / "artifacts"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+         # a host name that reaches this server but is not in .streamlit/config.toml's allowedHosts
+         "--host-resolver-rules=MAP outsider.test 127.0.0.1"]
 
 if os.environ.get("VITLENS_SKIP_BROWSER") == "1":
     pytest.skip("browser test switched off (VITLENS_SKIP_BROWSER=1)", allow_module_level=True)
@@ -114,3 +116,20 @@ def test_landing_page_shows_demo_results(server, browser):
     assert "%" in text
     shot(page, "0_landing")
     page.close()
+
+
+def test_config_file_is_in_force(server, browser):
+    """The server runs with the committed .streamlit/config.toml: a host name outside its
+    allowedHosts gets the page's HTML but no app (the WebSocket is refused). Adding the name to
+    allowedHosts makes this test fail (checked)."""
+    page = browser.new_page()
+    page.goto(server, timeout=60000)
+    page.get_by_role("heading", name="vitlens — how do vision transformers work?").wait_for(timeout=60000)
+    outsider = server.replace("127.0.0.1", "outsider.test")
+    other = browser.new_page()
+    other.goto(outsider, timeout=60000)
+    other.wait_for_timeout(8000)
+    shot(other, "5_outsider_refused")
+    assert other.get_by_role("heading", name="vitlens — how do vision transformers work?").count() == 0
+    page.close()
+    other.close()
