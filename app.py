@@ -10,7 +10,6 @@ import streamlit as st
 
 import vitlens
 from vitlens import plots, ui
-from vitlens.analyses import cached_result
 
 ui.page("vitlens — how do vision transformers work?",
         f"vitlens {vitlens.__version__} · the analyses of Park & Kim, How Do Vision Transformers Work? (ICLR 2022)")
@@ -50,10 +49,8 @@ if spec is not None:
     rows = []
     for name in ("demo_resnet", "demo_vit", "demo_alternet"):
         demo = replace(spec, model=name, model_args={}, checkpoint=None, params={})
-        result = cached_result(demo)
+        result, job = ui.result_or_job(demo, autorun=True)
         if result is None:
-            from vitlens.jobs import manager
-            job = manager().find(demo) or manager().submit(demo)
             rows.append({"model": name, "accuracy": None, "NLL": None, "ECE": None, "status": job.state})
         else:
             s = result.meta["summary"]

@@ -7,8 +7,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from vitlens import plots, ui
-from vitlens.analyses import cached_result
-from vitlens.jobs import manager
 
 ui.page("Compare models",
         "The same analysis for several models on one normalised-depth axis (e.g. ResNet vs ViT vs AlterNet), "
@@ -23,18 +21,15 @@ pending = []
 
 def fetch(spec):
     """The Result of SPEC, or None while its job runs (started for cheap demo models)."""
-    result = cached_result(spec)
+    result, job = ui.result_or_job(spec)
     if result is not None:
         return result
-    job = manager().find(spec)
-    if job is None and ui.autorun_default(spec):
-        job = manager().submit(spec)
     if job is not None and job.state == "failed":
         st.error(f"{spec.model}: {job.error}")
     elif job is not None and job.active:
         st.info(f"{spec.model}: {job.state} {job.fraction:.0%}")
         pending.append(job)
-    elif job is None:
+    else:
         st.info(f"{spec.model}: not computed yet (open its page and press Run)")
     return None
 

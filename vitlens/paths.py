@@ -50,10 +50,10 @@ def list_checkpoints(root: Path | None = None, limit: int = 500) -> list[str]:
     root = checkpoint_root() if root is None else Path(root)
     if not root.is_dir():
         return []
-    suffixes = (".pt", ".pth", ".pth.tar", ".safetensors", ".bin", ".ckpt")
+    from .models.checkpoints import SUFFIXES
     found = []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name.endswith(suffixes):
+        if path.is_file() and path.name.endswith(SUFFIXES):
             try:
                 resolve_inside(root, str(path.relative_to(root)))
             except VitlensError:

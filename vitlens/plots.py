@@ -75,9 +75,8 @@ def fourier_curves(result: Result) -> go.Figure:
 
 def fourier_high_frequency(result: Result, fig: go.Figure | None = None, label: str | None = None) -> go.Figure:
     """Fig 8: the relative log amplitude at the highest frequency (π) vs normalised depth."""
-    frame = result.frame
-    top = frame.loc[frame.groupby("block")["frequency_pi"].idxmax()]
-    return depth_curve(Result(top, result.meta), "relative_log_amplitude",
+    from .analyses.fourier import high_frequency
+    return depth_curve(Result(high_frequency(result.frame), result.meta), "relative_log_amplitude",
                        "High-frequency (π) log amplitude vs depth", "Δ log amplitude at π", label, fig)
 
 

@@ -187,38 +187,42 @@ def autorun_default(spec: JobSpec) -> bool:
     return spec.model.startswith("demo_") and (spec.samples or 0) <= 2048
 
 
+def result_or_job(spec: JobSpec, autorun: bool | None = None):
+    """(Result, None) when SPEC was computed before, else (None, its latest job or None).
+
+    A job is submitted here when AUTORUN (default: cheap demo models, see `autorun_default`) and
+    none exists, or when a finished job's Result has since been evicted from the cache."""
+    result = cached_result(spec)
+    if result is not None:
+        return result, None
+    jobs = manager()
+    job = jobs.find(spec)
+    autorun = autorun_default(spec) if autorun is None else autorun
+    if (job is None and autorun) or (job is not None and job.state == DONE):
+        job = jobs.submit(spec)
+    return None, job
+
+
 def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | None = None) -> Result | None:
     """Show SPEC's Result: from the cache at once, else as a background job with progress."""
     if spec is None:
         return None
-    result = cached_result(spec)
+    result, job = result_or_job(spec, autorun)
     if result is not None:
         draw(result)
         return result
-    jobs = manager()
-    job = jobs.find(spec)
-    autorun = autorun_default(spec) if autorun is None else autorun
-    if job is None and autorun:
-        job = jobs.submit(spec)
-    if job is None or job.state in (CANCELLED,) or (job.state == FAILED and st.session_state.get("vl_retry")):
+    if job is None or job.state == CANCELLED:
         if st.button("Run", type="primary", key=f"run_{spec.analysis}"):
-            jobs.submit(spec)
+            manager().submit(spec)
             st.rerun()
         st.info("Not computed yet: press Run (it runs in the background; you can switch pages).")
         return None
     if job.state == FAILED:
         st.error(job.error or "the job failed")
         if st.button("Try again", key=f"retry_{spec.analysis}"):
-            jobs.submit(spec)
+            manager().submit(spec)
             st.rerun()
         return None
-    if job.state == DONE:  # done, but the cache entry vanished (evicted): recompute
-        result = cached_result(spec)
-        if result is None:
-            jobs.submit(spec)
-            st.rerun()
-        draw(result)
-        return result
     _progress(job.id)
     return None
 

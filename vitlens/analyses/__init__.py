@@ -149,9 +149,9 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     from ..cache import ResultCache, cache_key, model_fingerprint
     from ..data import load_data
     from ..device import resolve_device
+    from .. import distributed
     from ..progress import cli_progress
 
-    from .. import distributed
     analysis = get_analysis(spec.analysis)
     params = resolve_params(analysis, spec.params)
     device = resolve_device(spec.device)
