@@ -7,10 +7,11 @@ Not a test: run by hand, prints markdown tables of medians and ratios.
 
 Per model, on one batch of 64 (digits, resized to the model's input):
   * hvp:      seconds of one gradient (forward + backward) and of one HVP per engine; HVP / gradient.
-  * top5:     vitlens Lanczos (tol 1e-3) vs PyHessian `eigenvalues(top_n=5)` with its defaults: time,
+  * top5:     vitlens Lanczos (default tol 1e-2) vs PyHessian `eigenvalues(top_n=5)` with its defaults: time,
               HVPs, max relative error of the five against a tight Lanczos reference (--ref-tol, default 1e-7).
-  * trace:    HVPs each estimator needs for the standard error Hutchinson reaches with --probes
-              probes (Hutch++ stops adaptively at that stderr); PyHessian `trace()` with defaults.
+  * trace:    standard error of Hutch++ and the Krylov-deflated estimator with --probes HVPs each, against
+              Hutchinson with twice as many; "Hutchinson HVPs for this stderr" = (Hutchinson's per-probe
+              standard deviation / stderr)^2 (stderr shrinks as 1/sqrt(probes)); PyHessian `trace()` defaults.
   * spectrum: top-5 of each of --minibatches minibatches of 16: vitlens vs a PyHessian loop.
 Timings on a shared machine are noisy: --reps repeats each timed call and reports the median.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vitlens  # noqa: E402
 from vitlens.data import load_data  # noqa: E402
 from vitlens.hessian import (cross_entropy, hessian_mode, hessian_operator, hutchinson, hutchpp,  # noqa: E402
+                             krylov_deflated, TraceEstimate,
                              max_eigenvalue_spectrum, top_eigenvalues)
 
 
@@ -101,15 +103,24 @@ def max_rel_error(values, reference):
 
 def bench_model(name: str, args) -> list[str]:
     torch.manual_seed(0)
-    model = vitlens.load_model(name, pretrained=name.startswith("demo_") and name != "demo_vit")
+    model = vitlens.load_model(name, pretrained=name.startswith("demo_"))
     if args.checkpoint:
         vitlens.load_checkpoint(model, args.checkpoint)
     batch = batch_of(model, args.batch)
-    lines = []
     nparams = sum(p.numel() for p in model.parameters())
-    print(f"\n### {name} ({nparams / 1e6:.2f}M params, batch {args.batch})\n", flush=True)
+    print(f"\n### {name} ({nparams / 1e6:.2f}M params, batch {args.batch}"
+          f"{', weights ' + args.checkpoint if args.checkpoint else ''})\n", flush=True)
+    lines = []
+    for part in args.parts:
+        out = PARTS[part](model, batch, args)
+        print("\n".join(out) + "\n", flush=True)
+        lines += out
+    return lines
 
-    # --- HVP cost as a multiple of one gradient
+
+def part_hvp(model, batch, args) -> list[str]:
+    """HVP cost as a multiple of one gradient, per engine."""
+    lines = []
     params = list(model.parameters())
     with hessian_mode(model):
         grad_s, _ = median_time(lambda: torch.autograd.grad(cross_entropy(model(batch[0]), batch[1]), params),
@@ -128,38 +139,63 @@ def bench_model(name: str, args) -> list[str]:
             print(f"{engine}: failed ({type(err).__name__}: {str(err)[:80]})")
     lines.append("| HVP engine | seconds | x gradient |\n|---|---|---|")
     lines += [f"| {k} | {s:.3f} | {s / grad_s:.2f} |" for k, s in rows]
+    return lines
 
-    # --- top-5
+
+def part_top5(model, batch, args) -> list[str]:
+    """vitlens Lanczos at its default tolerance vs PyHessian eigenvalues(top_n=5) at its defaults."""
+    lines = []
     ref = top_eigenvalues(model, batch, k=5, tol=args.ref_tol, max_steps=300, seed=1)
-    ours_s, ours = median_time(lambda: top_eigenvalues(model, batch, k=5, tol=1e-3, seed=0), args.reps)
+    ours_s, ours = median_time(lambda: top_eigenvalues(model, batch, k=5, seed=0), args.reps)
     theirs_s, (theirs, theirs_hvps) = median_time(lambda: pyhessian_top5(model, batch), args.reps)
     lines.append("\n| top-5 | seconds | HVPs | max rel. error vs reference | eigenvalues |\n|---|---|---|---|---|")
     lines.append(f"| reference Lanczos tol {args.ref_tol:g} | {ref.seconds:.1f} | {ref.hvps} | 0 | "
                  f"{', '.join(f'{v:.4g}' for v in ref.eigenvalues)} |")
-    lines.append(f"| vitlens Lanczos tol 1e-3 | {ours_s:.1f} | {ours.hvps} | "
+    lines.append(f"| vitlens Lanczos (default tol) | {ours_s:.1f} | {ours.hvps} | "
                  f"{max_rel_error(ours.eigenvalues, ref.eigenvalues):.2e} | "
                  f"{', '.join(f'{v:.4g}' for v in ours.eigenvalues)} |")
     lines.append(f"| PyHessian eigenvalues(top_n=5) | {theirs_s:.1f} | {theirs_hvps} | "
                  f"{max_rel_error(theirs, ref.eigenvalues):.2e} | {', '.join(f'{v:.4g}' for v in theirs)} |")
     lines.append(f"\ntop-5 speed-up vs PyHessian: **{theirs_s / ours_s:.1f}x**")
+    return lines
 
-    # --- trace: HVPs for the same standard error
+
+def part_trace(model, batch, args) -> list[str]:
+    """Standard error at a fixed budget of HVPs; Hutchinson gets twice the budget."""
+    lines = []
+    budget = args.probes
     with hessian_operator(model, batch) as op:
         kw = dict(dtype=op.dtype, device=op.device)
-        base = hutchinson(op.matvec, op.dim, max_probes=args.probes, generator=torch.Generator().manual_seed(0), **kw)
-        target = base.stderr
-        pp = hutchpp(op.matvec, op.dim, max_probes=args.probes * 4, sketch=args.sketch, atol=target,
-                     matmat=op.matmat, generator=torch.Generator().manual_seed(0), **kw)
+        base = hutchinson(op.matvec, op.dim, max_probes=2 * budget, generator=torch.Generator().manual_seed(0), **kw)
+        per_probe = base.stderr * math.sqrt(base.hvps)  # Hutchinson's standard deviation per probe
+        first = base.samples[:budget]  # the same run's first half
+        mean = sum(first) / budget
+        half = TraceEstimate("hutchinson", mean, math.sqrt(sum((x - mean) ** 2 for x in first) / (budget - 1) / budget),
+                             budget, first)
+        estimates = [
+            (f"Hutch++ (sketch {budget // 3})", hutchpp(op.matvec, op.dim, max_probes=budget, sketch=budget // 3,
+                                                     matmat=op.matmat, generator=torch.Generator().manual_seed(1), **kw)),
+            (f"Krylov-deflated (sketch {budget // 2})", krylov_deflated(
+                op.matvec, op.dim, max_probes=budget, sketch=budget // 2, generator=torch.Generator().manual_seed(1),
+                **kw))]
     ph_mean, ph_stderr, ph_n = pyhessian_trace(model, batch)
-    lines.append(f"\n| trace (target stderr {target:.4g}) | estimate | stderr | HVPs |\n|---|---|---|---|")
-    lines.append(f"| Hutchinson ({args.probes} probes) | {base.estimate:.5g} | {base.stderr:.4g} | {base.hvps} |")
-    lines.append(f"| Hutch++ (sketch {args.sketch}, adaptive) | {pp.estimate:.5g} | {pp.stderr:.4g} | {pp.hvps} |")
-    lines.append(f"| PyHessian trace() defaults | {ph_mean:.5g} | {ph_stderr:.4g} | {ph_n} |")
-    reached = pp.stderr <= target * 1.0001
-    lines.append(f"\ntrace HVP ratio Hutchinson / Hutch++ at equal stderr: **{base.hvps / pp.hvps:.2f}x**"
-                 + ("" if reached else " (Hutch++ did not reach the target within its budget)"))
+    lines.append("\n| trace | estimate | stderr | HVPs | Hutchinson HVPs for this stderr | HVP ratio |"
+                 "\n|---|---|---|---|---|---|")
+    for label, est in [(f"Hutchinson ({2 * budget} probes)", base), (f"Hutchinson ({budget} probes)", half)] + estimates:
+        needed = (per_probe / est.stderr) ** 2 if est.stderr > 0 else math.inf
+        lines.append(f"| {label} | {est.estimate:.5g} | {est.stderr:.4g} | {est.hvps} | {needed:.0f} | "
+                     f"{needed / est.hvps:.2f}x |")
+    lines.append(f"| PyHessian trace() defaults | {ph_mean:.5g} | {ph_stderr:.4g} | {ph_n} | | |")
+    krylov = estimates[1][1]
+    lines.append(f"\ntrace: Krylov-deflated stderr in {krylov.hvps} HVPs {krylov.stderr:.4g} vs Hutchinson in "
+                 f"{base.hvps} HVPs {base.stderr:.4g}; HVPs Hutchinson needs for the same stderr: "
+                 f"**{(per_probe / krylov.stderr) ** 2 / krylov.hvps:.1f}x**")
+    return lines
 
-    # --- spectrum over minibatches of 16
+
+def part_spectrum(model, batch, args) -> list[str]:
+    """Top-5 of each of --minibatches minibatches of 16: vitlens vs a PyHessian loop."""
+    lines = []
     minibatches = [batch_of(model, 16, offset=16 * i) for i in range(args.minibatches)]
     ours_s, spectrum = median_time(lambda: max_eigenvalue_spectrum(model, minibatches, k=5), 1)
 
@@ -171,8 +207,10 @@ def bench_model(name: str, args) -> list[str]:
     lines.append(f"| vitlens | {ours_s:.1f} | {spectrum.hvps} | {s['nep']:.3f} | {s['ape']:.4g} |")
     lines.append(f"| PyHessian loop | {theirs_s:.1f} | | | |")
     lines.append(f"\nspectrum speed-up vs PyHessian loop: **{theirs_s / ours_s:.1f}x**")
-    print("\n".join(lines), flush=True)
     return lines
+
+
+PARTS = {"hvp": part_hvp, "top5": part_top5, "trace": part_trace, "spectrum": part_spectrum}
 
 
 def main(argv=None):
@@ -181,11 +219,11 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=None, help="weights for the (single) model")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=1, help="repetitions of each timed call (median)")
-    parser.add_argument("--probes", type=int, default=30, help="Hutchinson probes that set the target stderr")
-    parser.add_argument("--sketch", type=int, default=10, help="Hutch++ sketch size")
+    parser.add_argument("--probes", type=int, default=40, help="trace budget in HVPs (Hutchinson gets twice)")
     parser.add_argument("--minibatches", type=int, default=32)
     parser.add_argument("--ref-tol", type=float, default=1e-7, help="Lanczos tolerance of the reference top-5")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

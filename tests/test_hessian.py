@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from vitlens.errors import VitlensError
 from vitlens.hessian import (HessianOperator, LossConfig, block_curvature, eigenvalue_density, hessian_operator,
-                             hessian_trace, hutchinson, hutchpp, lanczos, max_eigenvalue_spectrum, prepare_batches,
+                             hessian_trace, hutchinson, hutchpp, krylov_deflated, lanczos, max_eigenvalue_spectrum, prepare_batches,
                              spectrum_summary, top_eigenpairs, top_eigenvalues, total_loss)
 
 
@@ -124,6 +124,8 @@ def test_hutchinson_within_three_stderr_of_dense_trace():
     assert abs(est.estimate - exact) <= 3 * est.stderr
     pp = hessian_trace(model, batch, "hutchpp", probes=120, seed=5)
     assert abs(pp.estimate - exact) <= 3 * pp.stderr + 1e-6
+    kr = hessian_trace(model, batch, "krylov", probes=60, seed=5)
+    assert kr.hvps == 60 and abs(kr.estimate - exact) <= 3 * kr.stderr + 1e-6
 
 
 def test_hutchpp_exact_on_low_rank_and_adaptive_stop():
@@ -137,6 +139,54 @@ def test_hutchpp_exact_on_low_rank_and_adaptive_stop():
     assert hutch.stderr > 1.0  # plain Hutchinson is far from exact on the same budget
     stopped = hutchinson(lambda v: A @ v, 300, max_probes=10_000, rtol=0.05, dtype=torch.float64, generator=g)
     assert stopped.hvps < 10_000 and stopped.stderr <= 0.05 * abs(stopped.estimate)
+
+
+def outliers_over_bulk(n=400, seed=0):
+    """A symmetric matrix like a network Hessian: a few outliers at both ends over a small bulk."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    values = torch.randn(n, generator=g, dtype=torch.float64) * 0.5
+    values[:8] = torch.tensor([300.0, 150.0, 90.0, 60.0, 40.0, -80.0, -45.0, -30.0], dtype=torch.float64)
+    return Q @ torch.diag(values) @ Q.T
+
+
+def test_krylov_deflated_exact_part_unbiased_and_lower_variance():
+    A = outliers_over_bulk()
+    exact, n = torch.trace(A).item(), A.shape[0]
+    kw = dict(dtype=torch.float64)
+    k = krylov_deflated(lambda v: A @ v, n, max_probes=40, sketch=20, generator=torch.Generator().manual_seed(1), **kw)
+    assert k.hvps == 40 and len(k.samples) == 20
+    # unbiased: over many seeds the mean is within 4 standard errors of the true trace
+    runs = [krylov_deflated(lambda v: A @ v, n, max_probes=30, sketch=15, generator=torch.Generator().manual_seed(s),
+                            **kw).estimate for s in range(200)]
+    mean = sum(runs) / len(runs)
+    spread = (sum((r - mean) ** 2 for r in runs) / (len(runs) - 1)) ** 0.5
+    assert abs(mean - exact) <= 4 * spread / len(runs) ** 0.5
+    # variance: at the same 30 products, far below Hutchinson's (the outliers are taken out exactly)
+    def spread_of(estimator, **extra):
+        values = [estimator(lambda v: A @ v, n, max_probes=30, generator=torch.Generator().manual_seed(s), **kw,
+                            **extra).estimate for s in range(60)]
+        m = sum(values) / len(values)
+        return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    assert spread < spread_of(hutchinson) / 5
+
+
+def test_krylov_deflated_exact_when_sketch_spans_the_range():
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(300, 4, generator=g, dtype=torch.float64)
+    A = U @ torch.diag(torch.tensor([50.0, -20.0, 10.0, 5.0], dtype=torch.float64)) @ U.T
+    k = krylov_deflated(lambda v: A @ v, 300, max_probes=12, sketch=6, dtype=torch.float64, generator=g)
+    assert k.estimate == pytest.approx(torch.trace(A).item(), rel=1e-8) and k.stderr < 1e-6
+
+
+def test_default_lanczos_tolerance_keeps_every_eigenvalue_within_one_percent():
+    model, batch = tiny_mlp(seed=3), tiny_batch(seed=4)
+    expected = top_by_magnitude(torch.linalg.eigvalsh(dense_hessian(model, batch)), 5)
+    top = top_eigenvalues(model, batch, k=5)  # default tol
+    assert top.converged
+    for got, want in zip(top.eigenvalues, expected.tolist()):
+        assert abs(got - want) <= 0.01 * abs(want)
+    assert all(r <= 0.01 * abs(v) for r, v in zip(top.residuals, top.eigenvalues))
 
 
 def test_negative_trace_does_not_stop_early():

@@ -2,7 +2,7 @@
 
     from vitlens.hessian import LossConfig, top_eigenvalues, hessian_trace, eigenvalue_density
     top = top_eigenvalues(model, (x, y), k=5)                 # largest |eigenvalue| first, sign kept
-    tr = hessian_trace(model, loader, estimator="hutchpp")    # tr.estimate +- tr.stderr
+    tr = hessian_trace(model, loader, estimator="krylov")    # tr.estimate +- tr.stderr
     dens = eigenvalue_density(model, loader, runs=5)          # dens.grid, dens.density, dens.nodes/weights
     spec = max_eigenvalue_spectrum(model, minibatches, k=5)   # spec.rows, spec.summary() -> NEP, APE
 
@@ -18,10 +18,10 @@ from .lanczos import Eigenpairs, Tridiagonal, lanczos, top_eigenpairs
 from .loss import LossConfig, cross_entropy, hessian_mode, prepare_batches, total_loss, trainable_parameters
 from .spectrum import (Spectrum, TopK, block_curvature, eigenvalue_density, hessian_operator, hessian_trace,
                        max_eigenvalue_spectrum, spectrum_summary, top_eigenvalues)
-from .trace import TraceEstimate, hutchinson, hutchpp
+from .trace import TraceEstimate, hutchinson, hutchpp, krylov_deflated
 
 __all__ = ["Density", "slq", "ENGINES", "HessianOperator", "Eigenpairs", "Tridiagonal", "lanczos",
            "top_eigenpairs", "LossConfig", "cross_entropy", "hessian_mode", "prepare_batches", "total_loss",
            "trainable_parameters", "Spectrum", "TopK", "block_curvature", "eigenvalue_density",
            "hessian_operator", "hessian_trace", "max_eigenvalue_spectrum", "spectrum_summary", "top_eigenvalues",
-           "TraceEstimate", "hutchinson", "hutchpp"]
+           "TraceEstimate", "hutchinson", "hutchpp", "krylov_deflated"]

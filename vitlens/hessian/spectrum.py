@@ -21,7 +21,7 @@ from .density import Density, slq
 from .hvp import HessianOperator
 from .lanczos import top_eigenpairs
 from .loss import LossConfig, hessian_mode, prepare_batches, trainable_parameters
-from .trace import TraceEstimate, hutchinson, hutchpp
+from .trace import TraceEstimate, hutchinson, hutchpp, krylov_deflated
 
 METHODS = ("lanczos", "pyhessian")
 
@@ -60,7 +60,7 @@ class TopK:
     converged: bool = True
 
 
-def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(), tol: float = 1e-3,
+def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(), tol: float = 1e-2,
                     max_steps: int = 100, engine: str = "auto", seed: int = 0, params=None,
                     method: str = "lanczos") -> TopK:
     """The K eigenvalues of largest magnitude of the loss Hessian (sign kept) and their eigenvectors.
@@ -85,7 +85,7 @@ def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = Los
 def hessian_trace(model: nn.Module, data, estimator: str = "hutchinson", probes: int = 100, rtol: float = 0.0,
                   atol: float = 0.0, config: LossConfig = LossConfig(), engine: str = "auto", seed: int = 0,
                   params=None, method: str = "lanczos") -> TraceEstimate:
-    """tr(H) with a standard error: ESTIMATOR "hutchinson" or "hutchpp" (at most PROBES products)."""
+    """tr(H) with a standard error: ESTIMATOR "hutchinson", "hutchpp" or "krylov" (at most PROBES products)."""
     if method == "pyhessian":
         from .pyhessian_engine import pyhessian_trace
         return pyhessian_trace(model, data, probes, config, seed=seed)
@@ -97,7 +97,9 @@ def hessian_trace(model: nn.Module, data, estimator: str = "hutchinson", probes:
             return hutchinson(op.matvec, op.dim, **kw)
         if estimator == "hutchpp":
             return hutchpp(op.matvec, op.dim, matmat=op.matmat, **kw)
-    raise VitlensError(f"unknown trace estimator '{estimator}'; choose hutchinson or hutchpp")
+        if estimator == "krylov":
+            return krylov_deflated(op.matvec, op.dim, **kw)
+    raise VitlensError(f"unknown trace estimator '{estimator}'; choose hutchinson, hutchpp or krylov")
 
 
 def eigenvalue_density(model: nn.Module, data, runs: int = 5, steps: int = 80, points: int = 1000,
@@ -147,7 +149,7 @@ def spectrum_summary(eigenvalues) -> dict:
 
 
 def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch_limit: int | None = None,
-                            config: LossConfig = LossConfig(), tol: float = 1e-3, max_steps: int = 100,
+                            config: LossConfig = LossConfig(), tol: float = 1e-2, max_steps: int = 100,
                             engine: str = "auto", seed: int = 0, method: str = "lanczos",
                             progress=None, indices=None) -> Spectrum:
     """Top-K eigenvalues of each minibatch's Hessian (paper: batch 16, M ~ 10% of the train set).
@@ -175,7 +177,7 @@ def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch
 
 
 def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), probes: int = 20,
-                    tol: float = 1e-3, max_steps: int = 100, engine: str = "auto", seed: int = 0,
+                    tol: float = 1e-2, max_steps: int = 100, engine: str = "auto", seed: int = 0,
                     progress=None) -> list[dict]:
     """Per block (see `vitlens.blocks`): top eigenvalue (by magnitude) and trace of the Hessian
     restricted to that block's parameters (the diagonal block H_bb, other weights held fixed)."""

@@ -173,7 +173,7 @@ def _unflatten(model: nn.Module, flat: torch.Tensor, names: Sequence[str]) -> Di
 
 
 def hessian_directions(model: nn.Module, batches: Iterable, count: int = 2, weight_decay: float = 0.0,
-                       seed: int = 0, tol: float = 1e-3, max_steps: int = 100) -> tuple[list[Direction], list[float]]:
+                       seed: int = 0, tol: float = 1e-2, max_steps: int = 100) -> tuple[list[Direction], list[float]]:
     """The top-COUNT Hessian eigenvectors (largest |eigenvalue|) as unit-norm directions.
 
     Uses ``vitlens.hessian`` (Lanczos on Hessian-vector products of its loss: cross-entropy +
