@@ -17,9 +17,13 @@ of each parameter tensor's norm; ``half_squared``: 0.5 ||w||^2), eval mode, on t
 row per point: i, j, x, y, loss, nll, l2, accuracy, samples, stderr, finite. The summary holds the
 sharpness measures (curvature at the centre along each axis, loss rise within ``--radius``).
 
-Statistical mode: ``--tolerance T`` (and/or ``--rtol R``) stops each point once z * its standard
-error (z = ``--z``, default 3) is below max(T, R * |loss|): each point is then within that bound of
-the full evaluation with ~99.7% confidence. See `vitlens.landscape.surface`.
+Statistical mode: ``--tolerance T`` (and/or ``--rtol R``) evaluates a coarse sub-grid of anchor
+points exactly (``--anchors`` per axis, default 5, plus the centre) and stops every other point
+once z * its standard error (z = ``--z``, default 3; regression estimator with the cell's anchors
+as controls) is below max(T, R * |loss|) at two checks in a row, after at least ``--min-samples``
+samples (default 128): each point is then within that bound of the full evaluation with about
+99.7% confidence (a little less in practice; ``--z 4`` for the whole grid at once). See
+`vitlens.landscape.surface`.
 
 Resumable: while it runs, the rows computed so far are stored every few seconds in the result
 cache under a key derived from everything that decides the numbers (model weights, data spec,
@@ -53,7 +57,7 @@ DEFAULTS = {
     "l2": "paper",
     "augment": None,
     "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
-    "tolerance": 0.0, "rtol": 0.0, "z": 3.0, "min_batches": 2,
+    "tolerance": 0.0, "rtol": 0.0, "z": 3.0, "min_batches": 2, "min_samples": 128, "anchors": 5,
     "radius": None,
     "trajectory": None,
     "endpoint": None,
@@ -199,7 +203,8 @@ def landscape(ctx: Context, params: dict) -> Result:
         ctx.model, samples, directions, xs, ys,
         weight_decay=_number(params, "weight_decay"), l2=params["l2"],
         tolerance=_number(params, "tolerance"), rtol=_number(params, "rtol"), z=_number(params, "z"),
-        min_batches=int(params["min_batches"]), done=done,
+        min_batches=int(params["min_batches"]), min_samples=int(params["min_samples"]),
+        anchors=int(params["anchors"]), done=done,
         on_checkpoint=store[1] if store else None, progress=progress, share=(rank, ranks))
     if ranks > 1:  # every rank computed a share of the points: put the grid back together
         frame = pd.concat(distributed.gather(frame), ignore_index=True).sort_values(["j", "i"], ignore_index=True)

@@ -14,11 +14,11 @@ The `landscape` analysis (`vitlens run landscape ...`) wires both to the CLI and
 from .directions import (EMBEDDING_PATTERNS, NORMALIZATIONS, check_direction, checkpoint_files, direction_norm,
                          hessian_directions, normalize_direction, path_direction, random_direction,
                          random_directions, trajectory_directions)
-from .surface import (COLUMNS, L2_KINDS, MAX_GRID, PointEvaluator, Samples, WeightOffsets, eval_mode, grid_axis,
-                      l2_term, loss_surface, per_sample_nll, prepare_samples, sharpness)
+from .surface import (COLUMNS, L2_KINDS, MAX_GRID, PointEvaluator, Samples, WeightOffsets, anchor_indices,
+                      eval_mode, grid_axis, l2_term, loss_surface, per_sample_nll, prepare_samples, sharpness)
 
 __all__ = ["EMBEDDING_PATTERNS", "NORMALIZATIONS", "check_direction", "checkpoint_files", "direction_norm",
            "hessian_directions", "normalize_direction", "path_direction", "random_direction", "random_directions",
            "trajectory_directions", "COLUMNS", "L2_KINDS", "MAX_GRID", "PointEvaluator", "Samples",
-           "WeightOffsets", "eval_mode", "grid_axis", "l2_term", "loss_surface", "per_sample_nll",
-           "prepare_samples", "sharpness"]
+           "WeightOffsets", "anchor_indices", "eval_mode", "grid_axis", "l2_term", "loss_surface",
+           "per_sample_nll", "prepare_samples", "sharpness"]

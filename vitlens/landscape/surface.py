@@ -13,14 +13,36 @@ Why it is fast:
     an interrupt. The paper's code deep-copies and reloads the whole state dict per point.
   * the samples are prepared once (decoded, normalised, soft targets mixed once with a seeded
     generator, moved to the device) and reused at every point; no data loader per point.
-  * statistical mode (``tolerance > 0``): a point stops sampling once ``z * standard error`` of its
-    NLL is below ``max(tolerance, rtol * |loss|)`` at two checks (batches) in a row. The samples
-    are visited in one seeded random order, so any prefix is a simple random sample of the whole
-    set; the estimate is the regression estimator with the centre point's per-sample losses as
-    control variate (Cochran, "Sampling Techniques", Ch. 7): the centre is evaluated on every
-    sample first, and nearby points, whose per-sample losses are highly correlated with the
-    centre's, need few samples. Standard errors
-    include the finite-population correction, so a point that used every sample is exact (SE 0).
+  * statistical mode (``tolerance > 0`` or ``rtol > 0``, below): most points are estimated from a
+    small random part of the samples, with the exact losses of a coarse sub-grid as controls.
+
+Statistical mode. A coarse sub-grid of *anchor* points (``anchors`` per axis, evenly spaced grid
+points including both ends, plus the centre when it is a grid point: 5x5 on the paper's 21x21) is
+evaluated on every sample first; anchor rows are exact (SE 0). Every other point visits the samples
+in one seeded random order, so any prefix is a simple random sample of the whole set, and is
+estimated with the regression estimator (Cochran, "Sampling Techniques", 3rd ed., Ch. 7; with
+several controls its multiple-regression form): the controls are the per-sample losses of the
+anchors at the corners of the point's cell (2 on an anchor line or a 1D path, 4 inside), whose
+population means are known exactly. Far from the centre the per-sample NLL is heavy-tailed (a
+few samples with losses in the hundreds), but the same samples are heavy at the neighbouring
+anchors, so the regression residuals are small and well behaved where a single centre control
+(the previous design) correlated poorly. Standard errors include the finite-population
+correction, so a point that used every sample is exact (SE 0).
+
+Stopping rule: a point stops once ``z * SE <= max(tolerance, rtol * |loss|)`` held at the last two
+checks (one per batch) and it has used at least ``min_samples`` samples (and ``min_batches``
+batches). Why these guards: the SE from a short prefix is itself a noisy estimate, smallest exactly
+when the prefix happens to miss the rare heavy-loss samples; stopping at the first lucky check
+then under-covers. In a simulation over 8 sample orders of the demo_resnet 21x21 surface (bound
+max(0.05, 0.02 |loss|)), stopping at the first check after 32 samples missed the bound in 1 of
+the 8 orders (worst error 2.7x the bound); with 128 samples and two checks in a row it never did.
+A floor on the variance from the neighbouring point was tried as well; it barely moved the
+coverage (440.5 -> 440.6 of 441 points within z * SE, mean over the 8 orders) for 4% more
+samples, so it is not used. ``z`` is per point, and stopping when the SE first looks small makes
+the coverage a little below nominal (simulated demo_vit surface: ~4 of its 416 estimated points
+outside z * SE at z = 3, where ~1 is nominal). The stated bound is usually looser than z * SE,
+since most points stop at the minimum sample count; for a guarantee over a whole 441-point grid
+use z ~ 4 (Bonferroni, 5%). benchmarks/README.md gives the measured figures.
 
 Model state: eval mode (BatchNorm uses its running statistics, which stay as they are at every
 point: only parameters move, never buffers; dropout off). This is the paper's choice
@@ -193,37 +215,48 @@ def eval_mode(model: nn.Module):
 # ----------------------------------------------------------------------------- one point
 
 
-def _estimate(y: torch.Tensor, control: torch.Tensor | None, control_mean: float | None,
+def _estimate(y: torch.Tensor, controls: torch.Tensor | None, control_means: torch.Tensor | None,
               population: int) -> tuple[float, float]:
     """Mean of Y over the population from a simple random sample (the first n of a random order).
 
-    With a control (the same samples' values at the centre, whose population mean is known) the
-    regression estimator ybar + b (Xbar - xbar); without, the sample mean. Returns (estimate,
-    standard error) with the finite-population correction (exact, SE 0, once n = population).
+    CONTROLS (n, p): the same samples' values of p variables whose population means CONTROL_MEANS
+    are known (here: anchor points' per-sample losses). With them the regression estimator
+    ``ybar + b . (Xbar - xbar)``, b the least-squares slopes of y on the controls (Cochran,
+    "Sampling Techniques", Ch. 7), and its standard error from the residual variance with n - p - 1
+    degrees of freedom; without, the sample mean. Both with the finite-population correction
+    (exact, SE 0, once n = population).
     """
     n = len(y)
     if n >= population:
         return float(y.mean()), 0.0
     fpc = 1.0 - n / population
     ym = y.mean()
-    if control is None or n < 3:
-        s2 = float(((y - ym) ** 2).sum()) / max(n - 1, 1)
+    dy = y - ym
+    if controls is None or controls.shape[1] == 0 or n < controls.shape[1] + 3:
+        s2 = float((dy ** 2).sum()) / max(n - 1, 1)
         return float(ym), math.sqrt(s2 / n * fpc)
-    xm = control.mean()
-    dx, dy = control - xm, y - ym
-    sxx = float((dx * dx).sum())
-    b = float((dx * dy).sum()) / sxx if sxx > 0 else 0.0
-    resid = dy - b * dx
-    s2 = float((resid ** 2).sum()) / max(n - 2, 1)
-    return float(ym) + b * (control_mean - float(xm)), math.sqrt(s2 / n * fpc)
+    xm = controls.mean(dim=0)
+    dx = controls - xm
+    # least squares on centred values (the intercept is then the means); gelsd copes with controls
+    # that are collinear on the prefix (e.g. 0/1 correctness that is 1 everywhere so far)
+    fit = torch.linalg.lstsq(dx, dy[:, None], driver="gelsd")
+    b, rank = fit.solution[:, 0], int(fit.rank)
+    resid = dy - dx @ b
+    s2 = float((resid ** 2).sum()) / max(n - rank - 1, 1)
+    return float(ym + (control_means - xm) @ b), math.sqrt(s2 / n * fpc)
 
 
 class PointEvaluator:
-    """Loss, NLL, L2 and accuracy at grid points of one model, data set and set of directions."""
+    """Loss, NLL, L2 and accuracy at grid points of one model, data set and set of directions.
+
+    Statistical mode (TOLERANCE or RTOL > 0): first `add_anchor` the points whose per-sample values
+    serve as controls (`set_control` adds the centre alone); `evaluate` then stops early, with the
+    anchors at the corners of the point's cell as controls (see the module docstring).
+    """
 
     def __init__(self, model: nn.Module, samples: Samples, directions: Sequence[dict], *,
                  weight_decay: float = 0.0, l2: str = "paper", tolerance: float = 0.0, rtol: float = 0.0,
-                 z: float = 3.0, min_batches: int = 2):
+                 z: float = 3.0, min_batches: int = 2, min_samples: int = 128):
         if l2 not in L2_KINDS:
             raise VitlensError(f"unknown l2 '{l2}'; choose from {', '.join(L2_KINDS)}")
         for name, value in (("weight_decay", weight_decay), ("tolerance", tolerance), ("rtol", rtol)):
@@ -236,9 +269,11 @@ class PointEvaluator:
         self.weight_decay, self.l2_kind = float(weight_decay), l2
         self.tolerance, self.rtol, self.z = float(tolerance), float(rtol), float(z)
         self.min_batches = max(int(min_batches), 1)
+        self.min_samples = max(int(min_samples), 1)
         self.population = samples.count
         self.all_params = list(model.parameters())
-        self.control = None  # centre's per-sample (nll, correct), float64 CPU, for statistical mode
+        # anchors' per-sample (nll, correct), float64 CPU, keyed by coordinates (statistical mode)
+        self.anchors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.samples_evaluated = 0  # forward-passed samples over all points (cost accounting)
         self.points_evaluated = 0
 
@@ -246,24 +281,47 @@ class PointEvaluator:
     def statistical(self) -> bool:
         return self.tolerance > 0 or self.rtol > 0
 
-    def set_control(self) -> dict:
-        """Evaluate the centre on every sample and keep its per-sample values (statistical mode)."""
-        row, per_sample = self._run((0.0,) * len(self.offsets.directions), keep=True, stop=False)
-        if row["finite"]:
-            nll, correct = per_sample
-            self.control = (nll, correct, float(nll.mean()), float(correct.mean()))
+    def add_anchor(self, coords: Sequence[float]) -> dict:
+        """Evaluate COORDS on every sample (an exact row) and keep its per-sample values as a control."""
+        coords = tuple(float(c) for c in coords)
+        row, per_sample = self._run(coords, keep=True, stop=False)
+        if row["finite"] and per_sample is not None:
+            self.anchors[coords] = per_sample
         return row
+
+    def set_control(self) -> dict:
+        """The centre as the only anchor (the earlier design; `loss_surface` uses a sub-grid)."""
+        return self.add_anchor((0.0,) * len(self.offsets.directions))
 
     @torch.no_grad()
     def evaluate(self, coords: Sequence[float]) -> dict:
         row, _ = self._run(coords, keep=self.statistical, stop=self.statistical)
         return row
 
+    def cell_anchors(self, coords: Sequence[float]) -> list[tuple]:
+        """The anchors at the corners of the anchor-lattice cell holding COORDS (those that exist).
+
+        Per axis the nearest anchor coordinate at or below and at or above (one when it is on an
+        anchor line or outside the lattice); the corners are all their combinations."""
+        if not self.anchors:
+            return []
+        per_axis = []
+        for k, c in enumerate(coords):
+            values = sorted({a[k] for a in self.anchors})
+            below = [v for v in values if v <= c]
+            above = [v for v in values if v >= c]
+            per_axis.append(sorted({below[-1] if below else above[0], above[0] if above else below[-1]}))
+        corners = [()]
+        for values in per_axis:
+            corners = [corner + (v,) for corner in corners for v in values]
+        return [corner for corner in corners if corner in self.anchors]
+
     @torch.no_grad()
     def _run(self, coords, keep: bool, stop: bool):
         self.offsets.set(coords)
         self.points_evaluated += 1
         l2 = l2_term(self.all_params, self.l2_kind)
+        controls = self._controls(coords) if stop else None
         nll_sum, correct_sum, n = 0.0, 0.0, 0
         nll_parts, correct_parts = [], []
         finite = math.isfinite(l2)
@@ -283,14 +341,13 @@ class PointEvaluator:
             if keep:
                 nll_parts.append(nll.cpu())
                 correct_parts.append(correct.cpu())
-            last = b + 1 == len(self.samples.batches)
-            if stop and not last and b + 1 >= self.min_batches:
-                estimate = self._statistical_estimate(nll_parts, correct_parts)
+            if stop and n < self.population:
+                estimate = self._statistical_estimate(nll_parts, correct_parts, controls)
                 loss = estimate[0] + self.weight_decay * l2
-                # two checks in a row: one early batch of similar samples can make the
-                # standard error look small by luck (per-sample losses are heavy-tailed far out)
-                passed = passed + 1 if self.z * estimate[2] <= max(self.tolerance, self.rtol * abs(loss)) else 0
-                if passed >= 2:
+                met = self.z * estimate[2] <= max(self.tolerance, self.rtol * abs(loss))
+                passed = passed + 1 if met else 0
+                # two checks in a row and a minimum sample: see the module docstring
+                if passed >= 2 and n >= self.min_samples and b + 1 >= self.min_batches:
                     break
         if finite and n < self.population:
             nll_mean, accuracy, stderr = estimate
@@ -303,13 +360,23 @@ class PointEvaluator:
         per_sample = (torch.cat(nll_parts), torch.cat(correct_parts)) if keep and nll_parts else None
         return row, per_sample
 
-    def _statistical_estimate(self, nll_parts, correct_parts) -> tuple[float, float, float]:
+    def _controls(self, coords):
+        """(nll controls, their means, correct controls, their means) of COORDS' cell, or None."""
+        corners = self.cell_anchors(tuple(float(c) for c in coords))
+        if not corners:
+            return None
+        nll = torch.stack([self.anchors[c][0] for c in corners], dim=1)
+        correct = torch.stack([self.anchors[c][1] for c in corners], dim=1)
+        return nll, nll.mean(dim=0), correct, correct.mean(dim=0)
+
+    def _statistical_estimate(self, nll_parts, correct_parts, controls) -> tuple[float, float, float]:
         y, c = torch.cat(nll_parts), torch.cat(correct_parts)
         n = len(y)
-        if self.control is not None:
-            cn, cc, cn_mean, cc_mean = self.control
+        if controls is not None:
+            cn, cn_mean, cc, cc_mean = controls
             nll, se = _estimate(y, cn[:n], cn_mean, self.population)
             acc, _ = _estimate(c, cc[:n], cc_mean, self.population)
+            acc = min(max(acc, 0.0), 1.0)  # the regression estimate of a proportion can overshoot
         else:
             nll, se = _estimate(y, None, None, self.population)
             acc, _ = _estimate(c, None, None, self.population)
@@ -339,10 +406,21 @@ def grid_axis(points: int, low: float, high: float, what: str = "grid") -> np.nd
     return axis
 
 
+def anchor_indices(points: int, anchors: int, centre: int | None = None) -> list[int]:
+    """ANCHORS evenly spaced indices of an axis of POINTS grid points, both ends included, plus
+    CENTRE (the index of coordinate 0) when given; every index when ANCHORS >= POINTS."""
+    if isinstance(anchors, bool) or not isinstance(anchors, (int, np.integer)) or anchors < 2:
+        raise VitlensError(f"anchors must be an integer >= 2 (points per axis), got {anchors!r}")
+    chosen = set(np.round(np.linspace(0, points - 1, min(int(anchors), points))).astype(int).tolist())
+    if centre is not None:
+        chosen.add(int(centre))
+    return sorted(chosen)
+
+
 def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict], xs: Sequence[float],
                  ys: Sequence[float] | None = None, *, weight_decay: float = 0.0, l2: str = "paper",
                  tolerance: float = 0.0, rtol: float = 0.0, z: float = 3.0, min_batches: int = 2,
-                 done: pd.DataFrame | None = None,
+                 min_samples: int = 128, anchors: int = 5, done: pd.DataFrame | None = None,
                  on_checkpoint: Callable[[pd.DataFrame], None] | None = None, checkpoint_every: float = 2.0,
                  progress=None, share: tuple[int, int] = (0, 1)) -> tuple[pd.DataFrame, dict]:
     """The loss at every point ``w0 + x d1 (+ y d2)`` of the grid XS (x YS); one direction for a 1D
@@ -355,6 +433,12 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
     with ``update(n, message)``) counts points. The model's weights and train/eval flags are
     restored however this ends. SHARE = (rank, ranks) evaluates only every ranks-th point left to do
     (torchrun: each rank one share; the caller gathers the rows).
+
+    Statistical mode (TOLERANCE or RTOL > 0; Z, MIN_SAMPLES, MIN_BATCHES: the stopping rule):
+    ANCHORS points per axis (`anchor_indices`, the centre added) are evaluated on every sample
+    first and serve as controls for the others (module docstring). Under SHARE every rank
+    evaluates all anchors (each needs their per-sample values) but only rank 0 returns their rows;
+    the other points are dealt out.
     """
     xs = [float(v) for v in xs]
     ys_list = [0.0] if ys is None else [float(v) for v in ys]
@@ -362,13 +446,13 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
     if len(directions) != want:
         raise VitlensError(f"a {'1D path' if want == 1 else '2D surface'} needs {want} direction(s), "
                            f"got {len(directions)}")
+    rank, ranks = share
     rows: dict[tuple[int, int], dict] = {}
     if done is not None and len(done):
         for r in done.to_dict("records"):
             rows[(int(r["i"]), int(r["j"]))] = r
     resumed = len(rows)
     todo = [(i, j) for j in range(len(ys_list)) for i in range(len(xs)) if (i, j) not in rows]
-    todo = todo[share[0]::share[1]]
     start = time.perf_counter()
     last_save = start
 
@@ -376,23 +460,40 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
         ordered = [rows[k] for k in sorted(rows, key=lambda ij: (ij[1], ij[0]))]
         return pd.DataFrame(ordered, columns=COLUMNS)
 
+    def coords_of(ij):
+        return (xs[ij[0]],) if ys is None else (xs[ij[0]], ys_list[ij[1]])
+
     with eval_mode(model):
         evaluator = PointEvaluator(model, samples, directions, weight_decay=weight_decay, l2=l2,
-                                   tolerance=tolerance, rtol=rtol, z=z, min_batches=min_batches)
+                                   tolerance=tolerance, rtol=rtol, z=z, min_batches=min_batches,
+                                   min_samples=min_samples)
+        anchor_list: list[tuple[int, int]] = []
+        if evaluator.statistical:
+            centre = _centre_index(xs, ys_list)
+            anchor_i = anchor_indices(len(xs), anchors, None if centre is None else centre[0])
+            anchor_j = anchor_indices(len(ys_list), anchors, None if centre is None else centre[1])
+            grid_anchors = [(i, j) for j in anchor_j for i in anchor_i]
+            is_anchor, left = set(grid_anchors), set(todo)
+            rest = [ij for ij in todo if ij not in is_anchor]
+            if rest:  # every rank needs every anchor's per-sample values
+                anchor_list = grid_anchors
+            elif rank == 0:  # only anchor rows are left: plain exact rows
+                anchor_list = [ij for ij in grid_anchors if ij in left]
+            todo = rest[rank::ranks]
+        else:
+            todo = todo[rank::ranks]
+        jobs = [(ij, True) for ij in anchor_list] + [(ij, False) for ij in todo]
         try:
-            if evaluator.statistical and todo:
-                centre = evaluator.set_control()  # every sample at the centre: the control variate
-                centre_ij = _centre_index(xs, ys_list)
-                if centre_ij is not None and centre_ij in todo:
-                    rows[centre_ij] = _row(centre_ij, xs, ys_list, centre)
-                    todo.remove(centre_ij)
-                    if progress is not None:
-                        progress.update(1, "centre")
-            for i, j in todo:
-                coords = (xs[i],) if ys is None else (xs[i], ys_list[j])
-                rows[(i, j)] = _row((i, j), xs, ys_list, evaluator.evaluate(coords))
+            for ij, anchor in jobs:
+                if anchor:
+                    row = evaluator.add_anchor(coords_of(ij))
+                    if ij in rows or rank != 0:
+                        continue  # a resumed row, or another rank's to return
+                else:
+                    row = evaluator.evaluate(coords_of(ij))
+                rows[ij] = _row(ij, xs, ys_list, row)
                 if progress is not None:
-                    progress.update(1, f"x={xs[i]:.3g} y={ys_list[j]:.3g}")
+                    progress.update(1, f"{'anchor ' if anchor else ''}x={xs[ij[0]]:.3g} y={ys_list[ij[1]]:.3g}")
                 now = time.perf_counter()
                 if on_checkpoint is not None and now - last_save >= checkpoint_every:
                     on_checkpoint(frame())
@@ -407,7 +508,7 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
     result = frame()
     evaluated, runs = evaluator.samples_evaluated, evaluator.points_evaluated
     info = dict(points=len(result), resumed_points=resumed, samples=samples.count,
-                samples_evaluated=int(evaluated), points_evaluated=int(runs),
+                samples_evaluated=int(evaluated), points_evaluated=int(runs), anchor_points=len(anchor_list),
                 sample_fraction=evaluated / (samples.count * runs) if runs else 0.0,
                 seconds=round(time.perf_counter() - start, 3),
                 nonfinite_points=int((~result["finite"].astype(bool)).sum()),
