@@ -40,6 +40,7 @@ DEFAULTS = {
     "engine": "auto",             # HVP engine: auto, double_backward, recompute, forward_over_reverse
     "minibatch": 16,              # spectrum: minibatch size (paper: 16)
     "minibatches": 0,             # spectrum: how many minibatches (0 = all the data holds)
+    "together": 1,                # spectrum: minibatches per stacked (vmap) product; >1 for GPUs
     "tol": 1e-2,                  # Lanczos: relative residual per eigenvalue
     "max_steps": 100,             # Lanczos steps at most
     "probes": 100,                # trace: Hessian-vector products at most (blocks: per block 20)
@@ -107,7 +108,7 @@ def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]
         mine = distributed.shard(total)  # under torchrun each rank takes every N-th minibatch
         spectrum = max_eigenvalue_spectrum(model, [minibatches[b] for b in mine], k, limit, config, tol, max_steps,
                                            engine, seed, method, progress=ctx.progress(len(mine), "hessian spectrum"),
-                                           indices=mine)
+                                           indices=mine, together=_int(params, "together", 1))
         rows = sorted((r for part in distributed.gather(spectrum.rows) for r in part),
                       key=lambda r: (r["batch"], r["rank"]))
         summary = dict(spectrum_summary([r["eigenvalue"] for r in rows]), minibatches=total,

@@ -149,26 +149,14 @@ class HessianOperator:
         return total
 
     def _forward_over_reverse(self, V, vs, batched: bool) -> torch.Tensor:
-        from torch.func import grad, jvp, vmap
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        keys = [names[id(p)] for p in self.params]
-        primals = {k: p.detach() for k, p in zip(keys, self.params)}
+        from torch.func import vmap
+        keys, hvp = functional_hvp(self.model, self.params)
         total = torch.zeros_like(V)
+        tangents = dict(zip(keys, vs))
         for i, x, t in iter_batches(self.batches, self.config):
             weight = len(x) / self.samples
-
-            def loss_of(weights, x=x, t=t, weight=weight):
-                return batch_loss_functional(self.model, weights, x, t) * weight
-
-            grad_of = grad(loss_of)
-
-            def hvp(tangents):
-                return jvp(grad_of, (primals,), (tangents,))[1]
-            if batched:
-                hv = vmap(hvp)({k: v for k, v in zip(keys, vs)})
-            else:
-                hv = hvp({k: v for k, v in zip(keys, vs)})
-            self._accumulate(total, [hv[k] for k in keys], batched)
+            hv = vmap(hvp, in_dims=(None, None, 0))(x, t, tangents) if batched else hvp(x, t, tangents)
+            self._accumulate(total, [hv[k] * weight for k in keys], batched)
         return total
 
     @torch.no_grad()
@@ -207,3 +195,54 @@ def batch_loss_functional(model: nn.Module, weights: dict, x: torch.Tensor, targ
 
     from .loss import cross_entropy
     return cross_entropy(functional_call(model, weights, (x,)), target)
+
+
+def functional_hvp(model: nn.Module, params: Sequence[nn.Parameter]):
+    """(keys, hvp): ``hvp(x, t, tangents)`` is the Hessian of the batch loss on (x, t) with respect to
+    PARAMS (names KEYS), applied to TANGENTS ({name: tensor}), as ``jvp(grad(loss))`` (forward over
+    reverse, torch.func): no kept graph, and it composes with vmap."""
+    from torch.func import grad, jvp
+    names = {id(p): n for n, p in model.named_parameters()}
+    keys = [names[id(p)] for p in params]
+    primals = {k: p.detach() for k, p in zip(keys, params)}
+
+    def hvp(x, t, tangents):
+        return jvp(grad(lambda w: batch_loss_functional(model, w, x, t)), (primals,), (tangents,))[1]
+    return keys, hvp
+
+
+class StackedMinibatchHessians:
+    """``matmat(V, rows)``: row i of V multiplied by the Hessian of minibatch ``rows[i]``'s loss, for
+    several minibatches in one pass (vmap over (x_b, t_b, v_b) of `functional_hvp`).
+
+    The max-eigenvalue spectrum runs one Lanczos per minibatch; stacking them lets one batched
+    product serve all, which fills a GPU that a 16-sample minibatch leaves mostly idle. The
+    minibatches must have equal shapes; eval mode only (BatchNorm in train mode would mix the
+    stacked minibatches' statistics). Use inside `loss.hessian_mode(model)`.
+    """
+
+    def __init__(self, model: nn.Module, batches: list, config: LossConfig = LossConfig(),
+                 params: Sequence[nn.Parameter] | None = None):
+        if config.train_mode:
+            raise VitlensError("minibatches can be stacked in eval mode only")
+        if len({(tuple(x.shape), tuple(t.shape), t.dtype) for x, t in batches}) != 1:
+            raise VitlensError("stacked minibatches must all have the same shape")
+        self.model, self.config = model, config
+        self.params = list(params) if params is not None else trainable_parameters(model)
+        self.X = torch.stack([x for x, _ in batches])
+        self.T = torch.stack([t for _, t in batches])
+        self.shapes = [p.shape for p in self.params]
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+        self.keys, self._hvp = functional_hvp(model, self.params)
+        with torch.no_grad():
+            for b, (x, t) in enumerate(batches):
+                check_finite(batch_loss(model, x, t), f" on minibatch {b}")
+
+    def matmat(self, V: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        from torch.func import vmap
+        tangents = {k: part.reshape(len(rows), *shape)
+                    for k, part, shape in zip(self.keys, torch.split(V, self.sizes, dim=1), self.shapes)}
+        hv = vmap(self._hvp)(self.X[rows], self.T[rows], tangents)
+        out = torch.cat([hv[k].reshape(len(rows), -1) for k in self.keys], dim=1).detach()
+        return out + self.config.weight_decay * V if self.config.weight_decay else out

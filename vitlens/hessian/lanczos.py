@@ -51,32 +51,50 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
     Ends early also when the Krylov space is exhausted (beta ~ 0): then T's eigenvalues are exact
     eigenvalues of H.
     """
-    dim = start.numel()
+    return lanczos_stacked(lambda V, rows: matvec(V[0])[None], start[None], steps, stop)[0]
+
+
+def lanczos_stacked(matmat: Callable[[torch.Tensor, list[int]], torch.Tensor], starts: torch.Tensor, steps: int,
+                    stop: Callable[[Tridiagonal], bool] | None = None) -> list[Tridiagonal]:
+    """M independent Lanczos runs in lockstep, one per row of STARTS (M, dim).
+
+    ``matmat(V, rows)`` applies problem ``rows[i]``'s matrix to ``V[i]`` for the problems still
+    running (one batched product per step, e.g. one vmap over several minibatches' Hessians); a
+    problem leaves the batch when ``stop`` says so or its Krylov space is exhausted.
+    """
+    M, dim = starts.shape
     steps = min(int(steps), dim)
-    Q = torch.zeros(steps, dim, dtype=start.dtype, device=start.device)
-    Q[0] = start / torch.linalg.vector_norm(start)
-    out = Tridiagonal()
-    scale = 0.0
+    Q = torch.zeros(M, steps, dim, dtype=starts.dtype, device=starts.device)
+    Q[:, 0] = starts / torch.linalg.vector_norm(starts, dim=1, keepdim=True)
+    outs = [Tridiagonal() for _ in range(M)]
+    scale = [0.0] * M
+    active = list(range(M))
     for j in range(steps):
-        w = matvec(Q[j])
-        out.hvps += 1
-        alpha = torch.dot(Q[j], w)
-        w = w - alpha * Q[j]
-        if j > 0:
-            w = w - out.beta[j - 1] * Q[j - 1]
-        for _ in range(2):  # full reorthogonalisation against every basis vector, twice
-            w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
-        beta = torch.linalg.vector_norm(w).item()
-        out.alpha.append(alpha.item())
-        out.beta.append(beta)
-        scale = max(scale, abs(alpha.item()), beta)
-        done = beta <= 1e-10 * max(scale, 1e-30) or j + 1 == steps
-        if not done:
-            Q[j + 1] = w / beta
-        out.basis = Q[:j + 1]
-        if done or (stop is not None and stop(out)):
+        W = matmat(Q[active, j], active)
+        still = []
+        for w, m in zip(W, active):
+            out, q = outs[m], Q[m]
+            out.hvps += 1
+            alpha = torch.dot(q[j], w)
+            w = w - alpha * q[j]
+            if j > 0:
+                w = w - out.beta[j - 1] * q[j - 1]
+            for _ in range(2):  # full reorthogonalisation against every basis vector, twice
+                w = w - q[:j + 1].T @ (q[:j + 1] @ w)
+            beta = torch.linalg.vector_norm(w).item()
+            out.alpha.append(alpha.item())
+            out.beta.append(beta)
+            scale[m] = max(scale[m], abs(alpha.item()), beta)
+            done = beta <= 1e-10 * max(scale[m], 1e-30) or j + 1 == steps
+            if not done:
+                q[j + 1] = w / beta
+            out.basis = q[:j + 1]
+            if not (done or (stop is not None and stop(out))):
+                still.append(m)
+        active = still
+        if not active:
             break
-    return out
+    return outs
 
 
 @dataclass
@@ -115,16 +133,23 @@ def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: 
         raise VitlensError(f"k={k} is larger than the number of parameters ({dim})")
     generator = generator or torch.Generator().manual_seed(0)
     start = torch.randn(dim, generator=generator, dtype=dtype).to(device)
+    return top_eigenpairs_stacked(lambda V, rows: matvec(V[0])[None], start[None], k, tol, max_steps)[0]
 
+
+def top_eigenpairs_stacked(matmat: Callable[[torch.Tensor, list[int]], torch.Tensor], starts: torch.Tensor,
+                           k: int = 5, tol: float = 1e-2, max_steps: int = 100) -> list[Eigenpairs]:
+    """`top_eigenpairs` for M problems in lockstep (see `lanczos_stacked`), from the rows of STARTS."""
     def converged(tri: Tridiagonal) -> bool:
         if len(tri.alpha) < k:
             return False
         theta, _, residual = _select(tri, k)
         return all(r <= tol * abs(t) for r, t in zip(residual, theta.tolist()))
 
-    tri = lanczos(matvec, start, max(int(max_steps), k), stop=converged)
-    theta, S, residual = _select(tri, k)
-    vectors = (S.T.to(tri.basis.dtype) @ tri.basis)  # Ritz vectors Q s, unit norm
-    exhausted = tri.beta[-1] <= 1e-10 * max(1e-30, max(abs(a) for a in tri.alpha))
-    return Eigenpairs(eigenvalues=theta.tolist(), eigenvectors=vectors, residuals=residual, hvps=tri.hvps,
-                      steps=len(tri.alpha), converged=exhausted or converged(tri))
+    pairs = []
+    for tri in lanczos_stacked(matmat, starts, max(int(max_steps), k), stop=converged):
+        theta, S, residual = _select(tri, k)
+        vectors = (S.T.to(tri.basis.dtype) @ tri.basis)  # Ritz vectors Q s, unit norm
+        exhausted = tri.beta[-1] <= 1e-10 * max(1e-30, max(abs(a) for a in tri.alpha))
+        pairs.append(Eigenpairs(eigenvalues=theta.tolist(), eigenvectors=vectors, residuals=residual,
+                                hvps=tri.hvps, steps=len(tri.alpha), converged=exhausted or converged(tri)))
+    return pairs

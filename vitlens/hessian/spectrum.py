@@ -18,8 +18,8 @@ import torch.nn as nn
 
 from ..errors import VitlensError
 from .density import Density, slq
-from .hvp import HessianOperator
-from .lanczos import top_eigenpairs
+from .hvp import HessianOperator, StackedMinibatchHessians
+from .lanczos import top_eigenpairs, top_eigenpairs_stacked
 from .loss import LossConfig, hessian_mode, prepare_batches, trainable_parameters
 from .trace import TraceEstimate, hutchinson, hutchpp, krylov_deflated
 
@@ -151,29 +151,62 @@ def spectrum_summary(eigenvalues) -> dict:
 def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch_limit: int | None = None,
                             config: LossConfig = LossConfig(), tol: float = 1e-2, max_steps: int = 100,
                             engine: str = "auto", seed: int = 0, method: str = "lanczos",
-                            progress=None, indices=None) -> Spectrum:
+                            progress=None, indices=None, together: int = 1) -> Spectrum:
     """Top-K eigenvalues of each minibatch's Hessian (paper: batch 16, M ~ 10% of the train set).
 
     INDICES (default 0, 1, ...) number the minibatches given; each minibatch's seeds follow its index,
-    so a share of the minibatches (torchrun) gives the same rows as the whole loop."""
+    so a share of the minibatches (torchrun) gives the same rows as the whole loop. TOGETHER > 1 runs
+    that many minibatches' Lanczos iterations in lockstep with one stacked product per step
+    (`StackedMinibatchHessians`, eval mode, equal-shaped minibatches; the same start vectors, so the
+    same rows to float precision): for GPUs, which a 16-sample minibatch leaves mostly idle."""
     out, start = Spectrum(), time.perf_counter()
     minibatches = list(minibatches)
     indices = list(range(len(minibatches))) if indices is None else list(indices)
+    stack = max(int(together), 1) if method == "lanczos" and not config.train_mode else 1
+    groups: list[list] = []  # consecutive minibatches of one shape, at most STACK per group
     for b, batch in zip(indices, minibatches):
         if minibatch_limit is not None and b >= minibatch_limit:
             break
-        batch_config = LossConfig(config.weight_decay, config.label_smoothing, config.mixup, config.cutmix,
-                                  config.train_mode, config.seed + b)
-        top = top_eigenvalues(model, batch, k, batch_config, tol, max_steps, engine, seed + b, method=method)
-        out.hvps += top.hvps or 0
-        for rank, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals)):
-            out.rows.append(dict(batch=b, rank=rank, eigenvalue=value, residual=residual, hvps=top.hvps))
-        if progress is not None:
-            progress.update(1, f"batch {b}: max |eig| {abs(top.eigenvalues[0]):.4g}")
+        shape = tuple(torch.as_tensor(batch[0]).shape)
+        if groups and len(groups[-1]) < stack and tuple(torch.as_tensor(groups[-1][0][1][0]).shape) == shape:
+            groups[-1].append((b, batch))
+        else:
+            groups.append([(b, batch)])
+    for group in groups:
+        tops = (_stacked_top(model, group, k, config, tol, max_steps, seed) if len(group) > 1 else
+                [top_eigenvalues(model, group[0][1], k, _minibatch_config(config, group[0][0]), tol, max_steps,
+                                 engine, seed + group[0][0], method=method)])
+        for (b, _), top in zip(group, tops):
+            out.hvps += top.hvps or 0
+            for rank, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals)):
+                out.rows.append(dict(batch=b, rank=rank, eigenvalue=value, residual=residual, hvps=top.hvps))
+            if progress is not None:
+                progress.update(1, f"batch {b}: max |eig| {abs(top.eigenvalues[0]):.4g}")
     if not out.rows:
         raise VitlensError("no minibatches: the data set is empty")
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _minibatch_config(config: LossConfig, b: int) -> LossConfig:
+    """Minibatch B's loss: its soft targets are mixed with seed config.seed + B."""
+    return LossConfig(config.weight_decay, config.label_smoothing, config.mixup, config.cutmix,
+                      config.train_mode, config.seed + b)
+
+
+def _stacked_top(model, group, k, config, tol, max_steps, seed) -> list[TopK]:
+    """Top-K of each (index, minibatch) in GROUP by lockstep Lanczos (see max_eigenvalue_spectrum)."""
+    from .loss import _num_classes
+    start = time.perf_counter()
+    device, classes = _device(model), _num_classes(model)
+    batches = [prepare_batches(batch, _minibatch_config(config, b), classes, device, model)[0] for b, batch in group]
+    with hessian_mode(model):
+        op = StackedMinibatchHessians(model, batches, config)
+        starts = torch.stack([torch.randn(op.dim, generator=_generator(seed + b), dtype=op.X.dtype)
+                              for b, _ in group]).to(device)
+        pairs = top_eigenpairs_stacked(op.matmat, starts, k, tol, max_steps)
+    seconds = (time.perf_counter() - start) / len(group)
+    return [TopK(p.eigenvalues, [], p.residuals, p.hvps, seconds, converged=p.converged) for p in pairs]
 
 
 def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), probes: int = 20,
