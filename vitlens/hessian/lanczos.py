@@ -64,12 +64,18 @@ def lanczos_stacked(matmat: Callable[[torch.Tensor, list[int]], torch.Tensor], s
     """
     M, dim = starts.shape
     steps = min(int(steps), dim)
-    Q = torch.zeros(M, steps, dim, dtype=starts.dtype, device=starts.device)
+    # The basis grows as needed (doubling): most runs stop long before STEPS, and STEPS x dim floats
+    # up front would be gigabytes for a ResNet-18 (100 x 11M x 4 bytes).
+    Q = torch.zeros(M, min(steps, 16), dim, dtype=starts.dtype, device=starts.device)
     Q[:, 0] = starts / torch.linalg.vector_norm(starts, dim=1, keepdim=True)
     outs = [Tridiagonal() for _ in range(M)]
     scale = [0.0] * M
     active = list(range(M))
     for j in range(steps):
+        if j + 1 < steps and j + 1 >= Q.shape[1]:
+            Q = torch.cat([Q, torch.zeros_like(Q[:, :min(Q.shape[1], steps - Q.shape[1])])], dim=1)
+            for m, out in enumerate(outs):
+                out.basis = Q[m, :len(out.alpha)]
         W = matmat(Q[active, j], active)
         still = []
         for w, m in zip(W, active):
