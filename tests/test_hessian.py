@@ -487,6 +487,36 @@ def test_over_training_checkpoints(tmp_path):
     assert per_epoch[0]["eigenvalues"] != per_epoch[1]["eigenvalues"]
 
 
+def test_retrained_checkpoint_folder_is_not_served_from_the_cache(tmp_path):
+    """The request id and cache key cover the files in a --checkpoints folder, not only its path."""
+    import os
+
+    import vitlens
+    from vitlens.analyses import JobSpec, run
+    args = json.loads(TINY_VIT[3])
+
+    def write(epoch, seed):
+        torch.manual_seed(seed)
+        path = tmp_path / f"epoch_{epoch:03d}.safetensors"
+        vitlens.save_checkpoint(vitlens.load_model("timm:vit_tiny_patch16_224", **args), path, {"epoch": epoch})
+        return path
+    write(1, 1)
+    second = write(2, 2)
+    spec = JobSpec("hessian", model="timm:vit_tiny_patch16_224", model_args=args, dataset="synthetic", samples=16,
+                   batch_size=16, params={"what": "topk", "top_k": 1, "checkpoints": str(tmp_path)})
+    first, cached = run(spec)
+    again, cached_again = run(spec)
+    assert not cached and cached_again and again.frame.equals(first.frame)
+    before = os.stat(second)
+    write(2, 3)  # retrained: same name and size, new weights
+    os.utime(second, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert os.stat(second).st_size == before.st_size
+    fresh, cached_fresh = run(spec)
+    assert not cached_fresh
+    old_top = first.meta["summary"]["per_epoch"][1]["eigenvalues"]
+    assert fresh.meta["summary"]["per_epoch"][1]["eigenvalues"] != old_top
+
+
 # ----------------------------------------------------------------------------- stacked minibatches
 
 def test_stacked_minibatches_give_the_sequential_spectrum():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -113,21 +114,39 @@ def resolve_params(analysis: Analysis, params: dict) -> dict:
     return merged
 
 
+PATH_PARAMS = ("checkpoints", "trajectory", "endpoint")  # analysis options that name weight files or folders
+
+
+def _file_stats(path) -> list | None:
+    """[name, size, mtime_ns] of the weight file PATH, or of every weight file in the folder PATH."""
+    import os
+    from ..models.checkpoints import SUFFIXES
+    try:
+        path = Path(path).expanduser()
+        files = sorted(f for f in path.iterdir() if f.name.endswith(SUFFIXES)) if path.is_dir() else [path]
+        return [[f.name, (st := os.stat(f)).st_size, st.st_mtime_ns] for f in files]
+    except OSError:
+        return None
+
+
+def referenced_files(spec: JobSpec) -> dict:
+    """Size and time of every weight file the request reads besides the model spec's own weights:
+    --checkpoints folders, a trajectory, a path endpoint. Part of the request id and the cache key,
+    so a retrained folder gives a new Result instead of the old one."""
+    return {name: _file_stats(spec.params[name]) for name in PATH_PARAMS if spec.params.get(name)}
+
+
 def request_id(spec: JobSpec) -> str:
-    """A hash of what the user asked for (the spec, plus the checkpoint file's size and time).
+    """A hash of what the user asked for (the spec, plus the size and time of every weight file it reads).
 
     Identical requests share it: they join one running job and find its Result through a cache
     alias without rebuilding the model. The cache key itself also covers the weights."""
     import hashlib
-    import os
     from .. import __version__
     payload = dict(spec.to_dict(), vitlens=__version__)  # shipped weights change only with the version
     if spec.checkpoint:
-        try:
-            st = os.stat(spec.checkpoint)
-            payload["checkpoint_stat"] = [st.st_size, st.st_mtime_ns]
-        except OSError:
-            payload["checkpoint_stat"] = None
+        payload["checkpoint_stat"] = _file_stats(spec.checkpoint)
+    payload["files"] = referenced_files(spec)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -163,7 +182,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
                      batch_size=spec.batch_size)
     key = cache_key(model_fingerprint(model), data_spec, spec.analysis,
-                    dict(params, model=spec.model, model_args=spec.model_args))
+                    dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
 
     def compute() -> Result:
         start = time.perf_counter()
