@@ -1,4 +1,6 @@
 """The job manager: identical requests join, errors stay one line, cancel, and torchrun jobs."""
+import json
+
 import pytest
 
 from vitlens.analyses import JobSpec, cached_result, run
@@ -39,7 +41,7 @@ def test_cancel_a_queued_job():
 def test_worker_runs_sharded_analyses_with_torchrun(monkeypatch):
     monkeypatch.setenv("VITLENS_RANKS", "2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    request = spec(analysis="hessian", samples=64, params={"what": "spectrum", "top_k": 2})
+    request = spec(analysis="hessian", samples=64, params={"what": "spectrum", "top_k": 2, "tol": 1e-3})
     jobs = JobManager(workers=1)
     job = jobs.wait(jobs.submit(request), timeout=300)
     assert job.state == DONE, job.error
@@ -48,3 +50,25 @@ def test_worker_runs_sharded_analyses_with_torchrun(monkeypatch):
     one, _ = run(request, use_cache=False)
     # this process computes with 2 threads, the ranks with 1: equal within the Lanczos tolerance (1e-3)
     assert two.frame["eigenvalue"].tolist() == pytest.approx(one.frame["eigenvalue"].tolist(), rel=1e-3)
+
+
+@pytest.mark.parametrize("samples", [None, 64])
+def test_torchrun_arguments_give_back_the_spec(samples):
+    """The worker's torchrun command parses back to the same JobSpec, 'all samples' (None) included."""
+    from vitlens.cli import build_parser, spec_from_args
+    from vitlens.jobs import run_arguments
+    request = spec(analysis="hessian", samples=samples, params={"what": "spectrum", "top_k": 2, "tol": 1e-3})
+    request = JobSpec(**{**request.to_dict(), "checkpoint": "runs/x/epoch_001.safetensors"})
+    assert spec_from_args(build_parser().parse_args(run_arguments(request))) == request
+
+
+def test_samples_all_and_bad_counts_on_the_command_line(capsys):
+    from vitlens.cli import main
+    assert main(["run", "evaluate", "--model", "demo_resnet", "--samples", "all", "--no-cache", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    accuracy = json.loads(out.out)["accuracy"]
+    assert "6/6" in out.err and abs(accuracy * 359 - round(accuracy * 359)) < 1e-4  # all 359 test digits
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["run", "evaluate", "--model", "demo_resnet", "--samples", bad])
+        assert exit_info.value.code == 2

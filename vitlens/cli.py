@@ -127,16 +127,35 @@ def _fresh(args):
     return load_model(args.model, **_json_arg(args.model_args, "--model-args"))
 
 
+def spec_from_args(args):
+    """The JobSpec of `vitlens run ...` arguments (the worker's torchrun command parses back to its spec)."""
+    from .analyses import JobSpec
+    params = _json_arg(args.params, "--params")
+    params.update(_option_args(args.option))
+    return JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
+                   checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, samples=args.samples,
+                   batch_size=args.batch_size, seed=args.seed, device=args.device, params=params)
+
+
+def _samples(value: str) -> int | None:
+    """--samples: a positive count, or 'all' (None: every sample of the split)."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got '{value}'")
+    return count
+
+
 def cmd_run(args) -> int:
     from . import distributed
     from .analyses import JobSpec, run
     from .device import resolve_device
     distributed.init_from_env(resolve_device(args.device))  # no-op unless started by torchrun
-    params = _json_arg(args.params, "--params")
-    params.update(_option_args(args.option))
-    spec = JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
-                   checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, samples=args.samples,
-                   batch_size=args.batch_size, seed=args.seed, device=args.device, params=params)
+    spec = spec_from_args(args)
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
         raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{args.out}'")
     start = time.perf_counter()
@@ -214,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--samples", type=int, default=256, help="number of samples (deterministic subset)")
+    p.add_argument("--samples", type=_samples, default=256, help="number of samples (deterministic subset) or all")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

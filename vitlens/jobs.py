@@ -127,14 +127,8 @@ class JobManager:
 
     def _run_torchrun(self, job: Job, ranks: int) -> None:
         """Run JOB over RANKS processes; rank 0 writes the Result into the cache."""
-        spec = job.spec
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "-m", "vitlens", "run",
-               spec.analysis, "--model", spec.model, "--model-args", json.dumps(spec.model_args),
-               "--dataset", spec.dataset, "--split", spec.split, "--samples", str(spec.samples),
-               "--batch-size", str(spec.batch_size), "--seed", str(spec.seed), "--device", spec.device,
-               "--params", json.dumps(spec.params)]
-        if spec.checkpoint:
-            cmd += ["--checkpoint", spec.checkpoint]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "-m", "vitlens",
+               *run_arguments(job.spec)]
         job.message, job.total = f"running on {ranks} ranks (torchrun)", 1.0
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         job.process = proc
@@ -195,3 +189,15 @@ def manager() -> JobManager:
         if _MANAGER is None:
             _MANAGER = JobManager()
         return _MANAGER
+
+
+def run_arguments(spec) -> list[str]:
+    """`vitlens run ...` arguments that give back SPEC (`cli.spec_from_args`), for the torchrun launch."""
+    args = ["run", spec.analysis, "--model", spec.model, "--model-args", json.dumps(spec.model_args),
+            "--dataset", spec.dataset, "--split", spec.split,
+            "--samples", "all" if spec.samples is None else str(spec.samples),
+            "--batch-size", str(spec.batch_size), "--seed", str(spec.seed), "--device", spec.device,
+            "--params", json.dumps(spec.params)]
+    if spec.checkpoint:
+        args += ["--checkpoint", spec.checkpoint]
+    return args
