@@ -27,7 +27,8 @@ import torch
 from .. import distributed
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
-                       spectrum_summary, top_eigenvalues)
+                       prepare_batches, spectrum_summary, top_eigenvalues)
+from ..hessian.loss import _num_classes
 from ..result import Result
 from . import Context, register_analysis
 
@@ -131,7 +132,9 @@ def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k
             raise VitlensError(f"{len(batches)} batches cannot be shared by {size} ranks; use more --samples")
         if method == "pyhessian":
             raise VitlensError("the PyHessian engine runs in one process; drop torchrun or use method=lanczos")
-        batches = batches[rank::size]
+        # soft targets (mixup, cutmix, smoothing) are drawn over the whole data set first, as one
+        # process draws them, and only then shared out
+        batches = prepare_batches(batches, config, _num_classes(model), model=model)[rank::size]
     if what == "topk":
         progress = ctx.progress(1, "hessian top-k")
         top = top_eigenvalues(model, batches, k, config, tol, max_steps, engine, seed, method=method)
