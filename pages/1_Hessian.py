@@ -15,12 +15,17 @@ what = ui.param("what", "spectrum", st.sidebar.selectbox, "view",
 top_k = ui.param("top_k", 5, label="top k", min_value=1, max_value=50)
 minibatches = ui.param("minibatches", 8, label="minibatches (spectrum; 0 = all)", min_value=0, max_value=10000)
 minibatch = ui.param("minibatch", 16, label="minibatch size (spectrum; paper: 16)", min_value=1, max_value=1024)
+together = ui.param("together", 1, label="minibatches at once (spectrum; >1 for GPUs)", min_value=1, max_value=64)
+estimator = ui.param("estimator", "both", st.sidebar.selectbox, "trace estimator",
+                     options=["both", "krylov", "hutchpp", "hutchinson", "all"])
 weight_decay = ui.param("weight_decay", 0.0, label="weight decay (shifts eigenvalues by it)", min_value=0.0,
                         max_value=1.0, step=0.0001, format="%.4f")
 if spec is not None:
     spec.params = dict(what=what, top_k=int(top_k), weight_decay=float(weight_decay))
     if what == "spectrum":
-        spec.params.update(minibatches=int(minibatches), minibatch=int(minibatch))
+        spec.params.update(minibatches=int(minibatches), minibatch=int(minibatch), together=int(together))
+    if what == "trace":
+        spec.params.update(estimator=estimator)
 
 
 def draw(result):

@@ -90,6 +90,18 @@ def test_variance_chart_holds_the_result():
     assert trace["x"] == pytest.approx(frame["depth"].tolist())
 
 
+def test_hessian_trace_view_compares_estimators():
+    """what=trace from the URL: the table holds Hutchinson and the Krylov-deflated estimate of the
+    same trace, the deflated one with the smaller standard error (outliers taken out exactly)."""
+    at = open_page("pages/1_Hessian.py", {"what": "trace", "estimator": "both"})
+    assert not at.error, [e.value for e in at.error]
+    frame = at.dataframe[0].value.set_index("estimator")
+    assert set(frame.index) == {"hutchinson", "krylov"}
+    hutch, krylov = frame.loc["hutchinson"], frame.loc["krylov"]
+    assert krylov["stderr"] < hutch["stderr"] / 2
+    assert abs(krylov["estimate"] - hutch["estimate"]) <= 3 * (hutch["stderr"] + krylov["stderr"])
+
+
 def test_deep_link_restores_selection():
     query = {"model_choice": "demo_alternet", "model": "demo_alternet", "seed": "3", "split": "train",
              "frequencies": "5", "eps": "0.2"}
