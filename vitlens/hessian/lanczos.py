@@ -130,8 +130,8 @@ def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: 
     Stops when every selected Ritz pair has residual ``||H v - theta v|| <= tol * |theta|``, or after
     MAX_STEPS. For a symmetric H some eigenvalue lies within the residual norm of theta, so the
     default tol = 1e-2 bounds each eigenvalue's relative error by 1%; the actual error is of order
-    residual^2 / gap (Kato-Temple; Parlett, "The Symmetric Eigenvalue Problem"), measured at ~1e-4 on
-    the demo models (benchmarks/bench_hessian.py), against PyHessian's ~5e-3 at its defaults.
+    residual^2 / gap (Kato-Temple; Parlett, "The Symmetric Eigenvalue Problem"), measured at 7e-5 to
+    2e-3 (benchmarks/bench_hessian.py), against PyHessian's 4e-3 to 9e-3 at its defaults.
     """
     if k < 1:
         raise VitlensError(f"k must be at least 1, got {k}")
