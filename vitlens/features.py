@@ -112,6 +112,11 @@ class RunningSum:
         return index in self.sums
 
 
+def skipped_maps(too_small: dict, block_list) -> dict:
+    """{block name: "HxW map"} for the blocks a reducer skipped because their maps were too small."""
+    return {block_list[i].name: f"{h}x{w} map" for i, (h, w) in too_small.items()}
+
+
 @torch.no_grad()
 def collect(model: nn.Module | Sequence[Block], loader: Iterable, reducers: Sequence[Reducer],
             device: torch.device | str | None = None, progress=None) -> list[Block]:

@@ -56,6 +56,13 @@ class Context:
         from ..data import make_loader
         return make_loader(self.dataset, batch_size or self.spec.batch_size, shuffle=shuffle, seed=self.spec.seed)
 
+    def collect(self, reducer, desc: str, shuffle: bool = False) -> list:
+        """One streaming pass of the model's blocks over the data into REDUCER (`features.collect`),
+        with progress per batch. Returns the block list."""
+        from ..features import collect
+        loader = self.loader(shuffle=shuffle)
+        return collect(self.model, loader, [reducer], self.device, self.progress(len(loader), desc))
+
 
 @dataclass
 class Analysis:

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..errors import VitlensError
-from ..features import Reducer, block_table, collect
+from ..features import Reducer, block_table
 from ..result import Result
 from . import Context, register_analysis
 
@@ -138,10 +138,8 @@ def cka_frame(reducer: CKAReducer, block_list) -> pd.DataFrame:
 @register_analysis("cka", "linear CKA similarity between the outputs of every pair of blocks, minibatch unbiased "
                    "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", defaults={})
 def cka(ctx: Context, params: dict) -> Result:
-    loader = ctx.loader(shuffle=True)
-    progress = ctx.progress(len(loader), "cka")
     reducer = CKAReducer()
-    block_list = collect(ctx.model, loader, [reducer], ctx.device, progress)
+    block_list = ctx.collect(reducer, "cka", shuffle=True)
     frame = cka_frame(reducer, block_list)
     summary = dict(blocks=len(reducer.order), samples=reducer.weight, samples_left_out=reducer.skipped)
     return Result(frame, {"analysis": "cka", "summary": summary})

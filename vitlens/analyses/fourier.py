@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ..errors import VitlensError
-from ..features import Reducer, RunningSum, block_table, collect
+from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..result import Result
 from . import Context, register_analysis
 
@@ -163,14 +163,12 @@ def fourier(ctx: Context, params: dict) -> Result:
     resolution = int(params["resolution"])
     if resolution < 0 or resolution == 1:
         raise VitlensError(f"resolution must be 0 (each block's own frequencies) or at least 2, got {resolution}")
-    loader = ctx.loader()
-    progress = ctx.progress(len(loader), "fourier")
     reducer = FourierReducer()
-    block_list = collect(ctx.model, loader, [reducer], ctx.device, progress)
+    block_list = ctx.collect(reducer, "fourier")
     if not reducer.indices():
         raise VitlensError("no block has a feature map of at least 2x2: nothing to Fourier-transform")
     frame = fourier_frame(reducer, block_list, resolution)
     high = high_frequency(frame)
     summary = dict(high_frequency={r["name"]: r["relative_log_amplitude"] for r in high.to_dict("records")},
-                   skipped={block_list[i].name: f"{h}x{w} map" for i, (h, w) in reducer.too_small.items()})
+                   skipped=skipped_maps(reducer.too_small, block_list))
     return Result(frame, {"analysis": "fourier", "summary": summary})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..errors import VitlensError
-from ..features import Reducer, RunningSum, block_table, collect
+from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..result import Result
 from . import Context, register_analysis
 
@@ -55,13 +55,11 @@ def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
 @register_analysis("variance", "feature-map variance (over positions, mean over images and channels) vs "
                    "normalised depth (Park & Kim Fig 9)", defaults={})
 def variance(ctx: Context, params: dict) -> Result:
-    loader = ctx.loader()
-    progress = ctx.progress(len(loader), "variance")
     reducer = VarianceReducer()
-    block_list = collect(ctx.model, loader, [reducer], ctx.device, progress)
+    block_list = ctx.collect(reducer, "variance")
     if not reducer.indices():
         raise VitlensError("no block has a feature map with more than one position: no spatial variance")
     frame = variance_frame(reducer, block_list)
     summary = dict(variance={r["name"]: r["variance"] for r in frame.to_dict("records")},
-                   skipped={block_list[i].name: f"{h}x{w} map" for i, (h, w) in reducer.too_small.items()})
+                   skipped=skipped_maps(reducer.too_small, block_list))
     return Result(frame, {"analysis": "variance", "summary": summary})
