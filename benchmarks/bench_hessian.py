@@ -29,6 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vitlens  # noqa: E402
+from vitlens.hessian.pyhessian_engine import pyhessian_trace  # noqa: E402
+from vitlens.hessian.trace import _mean_stderr  # noqa: E402
 from vitlens.data import load_data  # noqa: E402
 from vitlens.hessian import (cross_entropy, hessian_mode, hessian_operator, hutchinson, hutchpp,  # noqa: E402
                              krylov_deflated, TraceEstimate,
@@ -79,19 +81,6 @@ def pyhessian_top5(model, batch, seed=0):
     for p in model.parameters():
         p.grad = None
     return values, counter.count
-
-
-def pyhessian_trace(model, batch, seed=0):
-    from pyhessian import hessian
-    with hessian_mode(model):
-        torch.manual_seed(seed)
-        samples = hessian(model, cross_entropy, data=batch, cuda=False).trace()
-    for p in model.parameters():
-        p.grad = None
-    m = len(samples)
-    mean = sum(samples) / m
-    stderr = math.sqrt(sum((s - mean) ** 2 for s in samples) / (m - 1) / m) if m > 1 else math.inf
-    return mean, stderr, m
 
 
 def max_rel_error(values, reference):
@@ -169,23 +158,21 @@ def part_trace(model, batch, args) -> list[str]:
         base = hutchinson(op.matvec, op.dim, max_probes=2 * budget, generator=torch.Generator().manual_seed(0), **kw)
         per_probe = base.stderr * math.sqrt(base.hvps)  # Hutchinson's standard deviation per probe
         first = base.samples[:budget]  # the same run's first half
-        mean = sum(first) / budget
-        half = TraceEstimate("hutchinson", mean, math.sqrt(sum((x - mean) ** 2 for x in first) / (budget - 1) / budget),
-                             budget, first)
+        half = TraceEstimate("hutchinson", *_mean_stderr(first), budget, first)
         estimates = [
             (f"Hutch++ (sketch {budget // 3})", hutchpp(op.matvec, op.dim, max_probes=budget, sketch=budget // 3,
                                                      matmat=op.matmat, generator=torch.Generator().manual_seed(1), **kw)),
             (f"Krylov-deflated (sketch {budget // 2})", krylov_deflated(
                 op.matvec, op.dim, max_probes=budget, sketch=budget // 2, generator=torch.Generator().manual_seed(1),
                 **kw))]
-    ph_mean, ph_stderr, ph_n = pyhessian_trace(model, batch)
+    ph = pyhessian_trace(model, batch)  # its trace(): Hutchinson, maxIter 100, tol 1e-3 (its defaults)
     lines.append("\n| trace | estimate | stderr | HVPs | Hutchinson HVPs for this stderr | HVP ratio |"
                  "\n|---|---|---|---|---|---|")
     for label, est in [(f"Hutchinson ({2 * budget} probes)", base), (f"Hutchinson ({budget} probes)", half)] + estimates:
         needed = (per_probe / est.stderr) ** 2 if est.stderr > 0 else math.inf
         lines.append(f"| {label} | {est.estimate:.5g} | {est.stderr:.4g} | {est.hvps} | {needed:.0f} | "
                      f"{needed / est.hvps:.2f}x |")
-    lines.append(f"| PyHessian trace() defaults | {ph_mean:.5g} | {ph_stderr:.4g} | {ph_n} | | |")
+    lines.append(f"| PyHessian trace() defaults | {ph.estimate:.5g} | {ph.stderr:.4g} | {ph.hvps} | | |")
     krylov = estimates[1][1]
     lines.append(f"\ntrace: Krylov-deflated stderr in {krylov.hvps} HVPs {krylov.stderr:.4g} vs Hutchinson in "
                  f"{base.hvps} HVPs {base.stderr:.4g}; HVPs Hutchinson needs for the same stderr: "

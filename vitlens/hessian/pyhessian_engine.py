@@ -11,7 +11,6 @@ stops on a relative test divided by the signed trace (see DESIGN.md pitfalls).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn as nn
 
 from ..errors import VitlensError
 from .loss import LossConfig, _num_classes, cross_entropy, hessian_mode, prepare_batches, trainable_parameters
-from .trace import TraceEstimate
+from .trace import TraceEstimate, _mean_stderr
 
 
 def _import():
@@ -78,7 +77,5 @@ def pyhessian_trace(model: nn.Module, data, probes: int = 100, config: LossConfi
                         config.train_mode, seed)
     with _pyhessian(model, data, config) as h:
         samples = [float(s) for s in h.trace(maxIter=probes, tol=tol)]
-    m = len(samples)
-    mean = sum(samples) / m
-    stderr = math.sqrt(sum((s - mean) ** 2 for s in samples) / (m - 1) / m) if m > 1 else math.inf
-    return TraceEstimate("pyhessian", mean, stderr, m, samples)
+    mean, stderr = _mean_stderr(samples)
+    return TraceEstimate("pyhessian", mean, stderr, len(samples), samples)

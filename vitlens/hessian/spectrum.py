@@ -164,14 +164,16 @@ def max_eigenvalue_spectrum(model: nn.Module, minibatches, k: int = 5, minibatch
     indices = list(range(len(minibatches))) if indices is None else list(indices)
     stack = max(int(together), 1) if method == "lanczos" and not config.train_mode else 1
     groups: list[list] = []  # consecutive minibatches of one shape, at most STACK per group
+    last_shape = None
     for b, batch in zip(indices, minibatches):
         if minibatch_limit is not None and b >= minibatch_limit:
             break
         shape = tuple(torch.as_tensor(batch[0]).shape)
-        if groups and len(groups[-1]) < stack and tuple(torch.as_tensor(groups[-1][0][1][0]).shape) == shape:
+        if groups and len(groups[-1]) < stack and shape == last_shape:
             groups[-1].append((b, batch))
         else:
             groups.append([(b, batch)])
+        last_shape = shape
     for group in groups:
         tops = (_stacked_top(model, group, k, config, tol, max_steps, seed) if len(group) > 1 else
                 [top_eigenvalues(model, group[0][1], k, _minibatch_config(config, group[0][0]), tol, max_steps,
