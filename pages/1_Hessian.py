@@ -10,22 +10,12 @@ ui.page("Hessian eigenvalues",
         "one (sharpness). The paper finds ViTs have many negative eigenvalues that large data sets suppress, while "
         "ResNets have large positive ones; MSAs flatten the loss.")
 spec = ui.sidebar("hessian")
-what = ui.param("what", "spectrum", st.sidebar.selectbox, "view",
-                options=["spectrum", "topk", "trace", "density", "blocks"])
-top_k = ui.param("top_k", 5, label="top k", min_value=1, max_value=50)
-minibatches = ui.param("minibatches", 8, label="minibatches (spectrum; 0 = all)", min_value=0, max_value=10000)
-minibatch = ui.param("minibatch", 16, label="minibatch size (spectrum; paper: 16)", min_value=1, max_value=1024)
-together = ui.param("together", 1, label="minibatches at once (spectrum; >1 for GPUs)", min_value=1, max_value=64)
-estimator = ui.param("estimator", "both", st.sidebar.selectbox, "trace estimator",
-                     options=["both", "krylov", "hutchpp", "hutchinson", "all"])
-weight_decay = ui.param("weight_decay", 0.0, label="weight decay (shifts eigenvalues by it)", min_value=0.0,
-                        max_value=1.0, step=0.0001, format="%.4f")
-if spec is not None:
-    spec.params = dict(what=what, top_k=int(top_k), weight_decay=float(weight_decay))
-    if what == "spectrum":
-        spec.params.update(minibatches=int(minibatches), minibatch=int(minibatch), together=int(together))
-    if what == "trace":
-        spec.params.update(estimator=estimator)
+chosen = ui.options(spec, ["what", "top_k", "minibatches", "minibatch", "together", "estimator", "weight_decay"],
+                    labels={"what": "view", "top_k": "top k", "minibatches": "minibatches (0 = all)",
+                            "minibatch": "minibatch size (paper: 16)", "together": "minibatches at once (GPUs)",
+                            "estimator": "trace estimator", "weight_decay": "weight decay (shifts eigenvalues)"},
+                    weight_decay={"step": 0.0001})
+what = chosen["what"]
 
 
 def draw(result):

@@ -9,15 +9,12 @@ ui.page("Loss landscape",
         "position embeddings are not moved. The paper finds MSAs flatten the landscape: ViTs' surfaces are "
         "smoother and flatter near the optimum than ResNets'.")
 spec = ui.sidebar("landscape")
-grid = ui.param("grid", 11, label="grid points per axis (paper: 21)", min_value=2, max_value=101)
-extent = ui.param("range", 1.0, label="range (± along each direction)", min_value=0.01, max_value=10.0, step=0.1)
-weight_decay = ui.param("weight_decay", 0.05, label="weight decay in the loss", min_value=0.0, max_value=1.0,
-                        step=0.01)
-log_scale = ui.param("log_scale", False, label="log scale")
-view = ui.param("plot", "surface", st.sidebar.selectbox, "plot", options=["surface", "contour"])
-value = ui.param("value", "loss", st.sidebar.selectbox, "value", options=["loss", "nll", "accuracy"])
-if spec is not None:
-    spec.params = {"grid": int(grid), "range": float(extent), "weight_decay": float(weight_decay)}
+ui.options(spec, ["convention", "directions", "grid", "range", "weight_decay"],
+           labels={"grid": "grid points per axis (paper: 21)", "range": "range (± along each direction)",
+                   "weight_decay": "weight decay in the loss"}, range={"step": 0.1}, weight_decay={"step": 0.01})
+log_scale = ui.control("log_scale", False, label="log scale")
+view = ui.control("plot", "surface", st.sidebar.selectbox, "plot", options=["surface", "contour"])
+value = ui.control("value", "loss", st.sidebar.selectbox, "value", options=["loss", "nll", "accuracy"])
 
 
 def draw(result):

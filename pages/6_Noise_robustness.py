@@ -8,11 +8,10 @@ ui.page("Noise robustness by frequency",
         "amplitude eps) is added to the images. The paper finds ViTs robust to high-frequency noise and ResNets "
         "vulnerable to it.")
 spec = ui.sidebar("noise")
-frequencies = ui.param("frequencies", 11, label="frequencies (count in [0, π])", min_value=2, max_value=64)
-width = ui.param("width", 0.1, label="band width (×π)", min_value=0.01, max_value=1.0, step=0.01)
-eps = ui.param("eps", 0.1, label="noise amplitude eps", min_value=0.0, max_value=10.0, step=0.05)
-if spec is not None:
-    spec.params = dict(frequencies=int(frequencies), width=float(width), eps=float(eps))
+ui.options(spec, ["convention", "frequencies", "eps", "s", "width", "norm"],
+           labels={"frequencies": "frequencies (count in [0, π])", "eps": "noise amplitude eps",
+                   "s": "band half-width s (radians)", "width": "band width (×π)"},
+           eps={"step": 0.05}, width={"step": 0.01})
 
 
 def draw(result):

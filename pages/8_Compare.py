@@ -12,9 +12,9 @@ ui.page("Compare models",
         "The same analysis for several models on one normalised-depth axis (e.g. ResNet vs ViT vs AlterNet), "
         "and the paper's Fig 1a: test error vs train NLL. Results computed on other pages are reused.")
 base = ui.sidebar("")
-picked = ui.param("compare", "demo_resnet,demo_vit,demo_alternet", label="models (comma-separated specs)")
-view = ui.param("view", "variance", st.sidebar.selectbox, "view",
-                options=["variance", "fourier", "noise", "error_vs_nll"])
+picked = ui.control("compare", "demo_resnet,demo_vit,demo_alternet", label="models (comma-separated specs)")
+view = ui.control("view", "variance", st.sidebar.selectbox, "view",
+                  options=["variance", "fourier", "noise", "error_vs_nll"])
 models = [m.strip() for m in picked.split(",") if m.strip()]
 pending = []
 

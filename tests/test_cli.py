@@ -39,8 +39,8 @@ def test_blocks_alternet_table(tmp_path):
     table = pd.read_csv(tmp_path / "b.csv")
     for stage in (2, 3, 4):
         kinds = table[table.stage == stage].kind.tolist()
-        assert kinds[-2:] == ["msa", "mlp"], kinds
-    assert "stages.3.1.attn" in out and "512x4x4" in out
+        assert kinds[-2:] == ["conv", "msa"], kinds  # the authors' rule: each stage ends C, M
+    assert "stages.3.1" in out and "512x4x4" in out
 
 
 @pytest.mark.parametrize("args,needle", [

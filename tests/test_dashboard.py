@@ -10,7 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from vitlens.analyses import JobSpec, cached_result
+from vitlens.engine import JobSpec, cached_result
 from vitlens.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_deep_link_restores_selection():
     assert at.sidebar.selectbox(key="w_model_choice").value == "demo_alternet"
     assert at.sidebar.number_input(key="w_seed").value == 3
     assert at.sidebar.selectbox(key="w_split").value == "train"
-    assert at.sidebar.number_input(key="w_frequencies").value == 5
+    assert at.sidebar.number_input(key="w_noise.frequencies").value == 5
     trace = chart_data(at)[0]
     assert len(trace["x"]) == 5  # five noise frequencies as the link asked
     assert at.query_params["model"] == ["demo_alternet"] or at.query_params["model"] == "demo_alternet"

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from vitlens import VitlensError
-from vitlens.analyses import Context, JobSpec
+from vitlens.engine import Context, JobSpec
 from vitlens.analyses.cka import (CKAReducer, cka, cka_from_hsic, gram, hsic_matrix, linear_cka, minibatch_cka,
                                   unbiased_hsic)
 from vitlens.analyses.fourier import FourierReducer, fourier, fourier_frame, half_diagonal, high_frequency
 from vitlens.analyses.lesion import lesion, lesion_scores
-from vitlens.analyses.noise import band_mask, band_noise, noise, noise_scores
+from vitlens.analyses.noise import paper_band_noise, band_mask, band_noise, noise, noise_scores
 from vitlens.analyses.variance import VarianceReducer, variance
 from vitlens.data import load_data, make_loader
 from vitlens.features import Reducer, block_table, collect, normalised_depth
@@ -59,10 +59,15 @@ def _identity_blocks():
                                                             layout="logits")]
 
 
-def _numpy_fourier(maps):
+def _numpy_fourier(maps, convention="standard"):
     """The formula of Park & Kim Fig 2a written out in numpy: mean log|fft2| over batch and channels,
-    fftshift, half-diagonal from the centre outwards (wrapping to the Nyquist corner), minus DC."""
+    centred, half-diagonal from the centre outwards, minus DC. paper: the authors' notebook, a roll by
+    (h/2, w/2) and `diag()[h//2:]`; standard: fftshift and up to the Nyquist corner (wrapping)."""
     amp = np.log(np.abs(np.fft.fft2(maps.astype(np.float64), axes=(-2, -1))) + 1e-6).mean(axis=(0, 1))
+    if convention == "paper":
+        h, w = amp.shape
+        diag = np.diag(np.roll(amp, (int(h / 2), int(w / 2)), axis=(0, 1)))[int(h / 2):]
+        return 2 * np.pi * np.arange(len(diag)) / h, diag - diag[0]
     shifted = np.fft.fftshift(amp)
     n = shifted.shape[0]
     c = n // 2
@@ -110,13 +115,14 @@ def test_fourier_of_known_frequency_peaks_where_it_should():
     reducer = FourierReducer()
     x = torch.tensor(maps, dtype=torch.float32)
     collect(_identity_blocks(), make_loader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), 4), [reducer])
-    freqs, values = reducer.curve(0)
+    freqs, values = reducer.curve(0, "standard")
     assert np.argmax(values) == k0 and freqs[k0] == pytest.approx(2 * np.pi * k0 / n)
     assert values[k0] - np.delete(values, k0).max() > 3  # a clear peak, not a tie
     full = FourierReducer(full=True)  # the rfft2 path keeps the whole map; its diagonal is the same
     collect(_identity_blocks(), make_loader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), 4), [full])
     np.testing.assert_allclose(half_diagonal(full.spectrum(0).numpy())[1], values, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(full.curve(0)[1], values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(full.curve(0, "standard")[1], values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reducer.curve(0, "paper")[1], values[:n // 2], rtol=1e-5, atol=1e-5)
     # The full centred spectrum (rebuilt from rfft2's half plane) peaks at the off-diagonal frequency too.
     wave2 = torch.tensor(np.cos(2 * np.pi * (3 * yy + 5 * xx) / n), dtype=torch.float32)
     reducer2 = FourierReducer(full=True)
@@ -131,11 +137,13 @@ def test_fourier_of_known_frequency_peaks_where_it_should():
     assert (spec[~present] < -5).all()
 
 
+@pytest.mark.parametrize("convention", ["paper", "standard"])
 @pytest.mark.parametrize("spec", ["demo_vit", "demo_alternet"])
-def test_fourier_analysis_matches_direct_numpy(spec):
+def test_fourier_analysis_matches_direct_numpy(spec, convention):
     model = _model(spec)
     dataset = load_data("digits", "test", samples=40, seed=1, model=model)
-    result = fourier(_context(model, dataset, "fourier", batch_size=16), {"resolution": 0})
+    result = fourier(_context(model, dataset, "fourier", batch_size=16), {"resolution": 0, "convention": convention})
+    assert result.meta["summary"]["high_frequency"]
     frame = result.frame
     x, _ = _all(dataset)
     block_list = blocks(model)
@@ -147,17 +155,20 @@ def test_fourier_analysis_matches_direct_numpy(spec):
         if fmap is None:
             assert i not in set(frame.block)
             continue
-        freqs, want = _numpy_fourier(fmap.numpy())
+        freqs, want = _numpy_fourier(fmap.numpy(), convention)
         got = frame[frame.block == i].sort_values("frequency")
         assert set(got[["name", "kind", "stage"]].itertuples(index=False, name=None)) == {
             (block.name, block.kind, block.stage)}
         np.testing.assert_allclose(got.frequency, freqs, atol=1e-12)
         np.testing.assert_allclose(got.relative_log_amplitude, want, rtol=1e-4, atol=1e-4)
-        assert got.relative_log_amplitude.iloc[0] == 0.0 and got.frequency_pi.iloc[-1] == pytest.approx(1.0)
+        n = fmap.shape[-1]
+        last = 1.0 if convention == "standard" else (n / 2 - 1) / (n / 2)  # the authors stop before Nyquist
+        assert got.relative_log_amplitude.iloc[0] == 0.0 and got.frequency_pi.iloc[-1] == pytest.approx(last)
+        assert got.paper_axis_pi.iloc[-1] == 1.0  # their axis labels call the last point 1.0 pi
         checked += 1
     assert checked == len(block_list) - 1
     high = high_frequency(frame)
-    assert len(high) == checked and (high.frequency_pi == 1.0).all()
+    assert len(high) == checked and ((high.frequency_pi == 1.0).all() or convention == "paper")
     assert result.meta["summary"]["high_frequency"][block_list[1].name] == pytest.approx(
         float(high[high.block == 1].relative_log_amplitude.iloc[0]))
 
@@ -167,14 +178,16 @@ def test_fourier_resolution_resamples_and_refuses_too_small_maps():
     reducer = FourierReducer()
     dataset = load_data("digits", "test", samples=8, model=model)
     block_list = collect(model, make_loader(dataset, 8), [reducer])
-    frame = fourier_frame(reducer, block_list, resolution=5)
+    frame = fourier_frame(reducer, block_list, resolution=5, convention="standard")
     assert (frame.groupby("block").size() == 5).all()
-    native = fourier_frame(reducer, block_list)
+    native = fourier_frame(reducer, block_list, convention="standard")
     last = block_list[-2]  # an 8x8 block: its native grid is exactly the 5-point grid
     np.testing.assert_allclose(frame[frame.name == last.name].relative_log_amplitude,
                                native[native.name == last.name].relative_log_amplitude)
     with pytest.raises(VitlensError, match="resolves only 5 frequencies"):
-        fourier_frame(reducer, block_list, resolution=9)
+        fourier_frame(reducer, block_list, resolution=9, convention="standard")
+    with pytest.raises(VitlensError, match="resolves only 4 frequencies"):  # the authors' half-diagonal: 0..n/2-1
+        fourier_frame(reducer, block_list, resolution=5, convention="paper")
 
 
 # ----------------------------------------------------------------------------- variance
@@ -226,7 +239,7 @@ def _self_labelled(model, n=40, seed=0):
 
 
 def test_lesion_with_prefix_reuse_equals_naive_remove_and_evaluate():
-    model = _model("demo_alternet")
+    model = load_model("demo_alternet", pretrained=True).eval()  # trained: lesions change predictions
     dataset = _self_labelled(model, n=26)
     block_list = blocks(model)
     result = lesion(_context(model, dataset, "lesion", batch_size=10), {"reuse_prefix": True})
@@ -270,6 +283,43 @@ def test_band_noise_energy_lies_in_band(f_pi, norm):
     np.testing.assert_array_equal(same, noise_.astype(np.float32))  # seeded
 
 
+def _numpy_freq_attack(noise, f, s):
+    """The authors' FreqAttack._fourier_mask (ops/adversarial.py) written out in numpy from its definition:
+    roll the spectrum by (h/2, w/2), keep the amplitude inside the square annulus between the centred
+    squares of sides int((f+-s) h / 2pi) * 2 (clipped to [0, h]), keep the phase, roll again, invert."""
+    b, c, h, w = noise.shape
+    spec = np.roll(np.fft.fft2(noise, axes=(-2, -1)), (int(h / 2), int(w / 2)), axis=(-2, -1))
+
+    def square(side):
+        side = min(max(side, 0), h)
+        m = np.zeros((h, h))
+        p = int((h - side) / 2)
+        m[p:p + side, p:p + side] = 1
+        return m
+    mask = square(int((f + s) * h / (2 * np.pi)) * 2) - square(int((f - s) * h / (2 * np.pi)) * 2)
+    masked = np.abs(spec) * mask * np.exp(1j * np.angle(spec))
+    return np.fft.ifft2(np.roll(masked, (int(h / 2), int(w / 2)), axis=(-2, -1)), axes=(-2, -1)).real
+
+
+@pytest.mark.parametrize("f_pi", [0.0, 0.25, 0.6, 1.0])
+def test_paper_band_noise_is_the_authors_freq_attack(f_pi):
+    f, s, eps = f_pi * math.pi, 0.2, 0.1
+    got = paper_band_noise((2, 3, 32, 32), f, s, eps, torch.Generator().manual_seed(5)).double().numpy()
+    raw = eps * np.sign(torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(5),
+                                    dtype=torch.float64).numpy())  # the authors' Random(eps) noise
+    np.testing.assert_allclose(got, _numpy_freq_attack(raw, f, s), atol=1e-6)
+    assert np.abs(got).max() > 0 or f_pi == 0.0
+    with pytest.raises(VitlensError, match="even size"):
+        paper_band_noise((1, 3, 31, 31), f, s, eps)
+
+
+def test_noise_analysis_default_is_the_papers_convention():
+    model = _model("demo_resnet")
+    dataset = _self_labelled(model, n=12)
+    result = noise(_context(model, dataset, "noise", batch_size=12), {"frequencies": 3})
+    assert set(result.frame.convention) == {"paper"} and set(result.frame.norm) == {"paper_square"}
+
+
 def test_band_noise_rejects_bad_bands():
     with pytest.raises(VitlensError, match=r"\[0, pi\]"):
         band_mask(32, 32, 1.2 * math.pi, 0.1 * math.pi)
@@ -281,13 +331,15 @@ def test_noise_eps_zero_changes_nothing_and_high_eps_hurts():
     model = _model("demo_resnet")
     dataset = _self_labelled(model, n=24)
     frame = noise(_context(model, dataset, "noise", batch_size=12),
-                  {"frequencies": [0.0, 0.5, 1.0], "width": 0.1, "eps": 0.0, "norm": "l2"}).frame
+                  {"frequencies": [0.0, 0.5, 1.0], "width": 0.1, "eps": 0.0, "norm": "l2",
+                   "convention": "standard"}).frame
     assert (frame.accuracy_change == 0).all() and (frame.nll_change == 0).all()
     assert (frame.accuracy == 1.0).all()
     clean, noisy = noise_scores(model, make_loader(dataset, 12), [0.0, math.pi], 0.1 * math.pi, 5.0, seed=3)
     assert clean.accuracy == 1.0 and min(s.accuracy for s in noisy) < 1.0
     with pytest.raises(VitlensError, match=r"\[0, 1\]"):
-        noise(_context(model, dataset, "noise"), {"frequencies": [1.5], "width": 0.1, "eps": 0.1, "norm": "l2"})
+        noise(_context(model, dataset, "noise"), {"frequencies": [1.5], "width": 0.1, "eps": 0.1, "norm": "l2",
+                                                   "convention": "standard"})
 
 
 # ----------------------------------------------------------------------------- CKA
@@ -377,7 +429,8 @@ def test_cli_runs_fourier(tmp_path):
     out = tmp_path / "f.csv"
     proc = subprocess.run([sys.executable, "-m", "vitlens", "run", "fourier", "--model", "demo_vit",
                            "--model-args", '{"pretrained": false}', "--dataset", "digits", "--samples", "16",
-                           "--batch-size", "8", "--device", "cpu", "--resolution", "5", "--out", str(out)],
+                           "--batch-size", "8", "--device", "cpu", "--resolution", "5", "--convention", "standard",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_csv(out)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlens.analyses import Context, JobSpec
+from vitlens.engine import Context, JobSpec
 from vitlens.analyses.evaluate import Scores, calibration_bins, evaluate, expected_calibration_error
 from vitlens.data import load_data
 from vitlens.models import load_model

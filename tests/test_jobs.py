@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vitlens.analyses import JobSpec, cached_result, run
+from vitlens.engine import JobSpec, cached_result, run
 from vitlens.jobs import CANCELLED, DONE, FAILED, JobManager
 
 

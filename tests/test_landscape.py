@@ -389,7 +389,7 @@ def test_bad_input_is_a_clear_error():
 
 
 def test_analysis_resumes_from_the_cache():
-    from vitlens.analyses import JobSpec, run
+    from vitlens.engine import JobSpec, run
     spec = JobSpec(analysis="landscape", model="demo_resnet", samples=16, batch_size=16,
                    params={"grid": 3, "range": 0.5})
     calls = []

@@ -4,7 +4,9 @@
     vitlens datasets                       data sets and whether they are available offline
     vitlens blocks --model SPEC            the block table (index, name, kind, stage, shape, params)
     vitlens train --model SPEC --dataset SPEC --epochs N --out DIR
-    vitlens run ANALYSIS --model SPEC --dataset SPEC [...] --out FILE
+    vitlens run ANALYSIS --model SPEC --dataset SPEC [options] --out FILE
+    vitlens run ANALYSIS --help            the analysis' options (declared once, `vitlens.options`)
+    vitlens analyses [NAME] [--markdown]   the analyses and their options
     vitlens cache ls|clear
 
 Exit status: 0 success, 2 bad input (one-line error, no traceback), 1 internal failure.
@@ -19,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from .analyses import get_analysis, list_analyses
 from .errors import VitlensError
+from .options import Option, markdown_table
 
 
 def _json_arg(text: str | None, what: str) -> dict:
@@ -61,7 +65,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> "object":
-    from .analyses import JobSpec, build_model
+    from .engine import JobSpec, build_model
     spec = JobSpec(analysis="", model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
                    checkpoint=args.checkpoint)
     return build_model(spec)
@@ -71,9 +75,19 @@ def _load(args) -> "object":
 
 def cmd_models(args) -> int:
     from .models import list_models
-    rows = [dict(name=e.name, family=e.family, input="x".join(map(str, e.input_size)),
-                 weights="shipped" if e.pretrained else "", description=e.description) for e in list_models()]
+    from .models.checkpoints import RELEASED, released_checkpoint
+
+    def weights(e):
+        released = released_checkpoint(e.name)
+        return "shipped" if e.pretrained else f"released ({released.dataset})" if released else ""
+    rows = [dict(name=e.name, family=e.family, input="x".join(map(str, e.input_size)), weights=weights(e),
+                 description=e.description) for e in list_models()]
     _print_table(rows, ["name", "family", "input", "weights", "description"])
+    print("\nreleased: the authors' CIFAR-100 checkpoints (Park & Kim 2022) load into these models. vitlens does "
+          "not download them: fetch one with curl -LO URL (needs a network), then")
+    for r in RELEASED:
+        print(f"  {r.url}\n      --model {r.model} --model-args '{{\"num_classes\": {r.num_classes}}}' "
+              f"--checkpoint {r.file} --dataset {r.dataset}")
     print("\nany timm model: timm:NAME (e.g. timm:vit_tiny_patch16_224 with --model-args '{\"num_classes\": 10}')")
     if args.timm:
         import timm
@@ -129,9 +143,11 @@ def _fresh(args):
 
 def spec_from_args(args):
     """The JobSpec of `vitlens run ...` arguments (the worker's torchrun command parses back to its spec)."""
-    from .analyses import JobSpec
+    from .engine import JobSpec
     params = _json_arg(args.params, "--params")
     params.update(_option_args(args.option))
+    params.update({name[len(OPTION_DEST):]: value for name, value in vars(args).items() if name.startswith(OPTION_DEST)})
+    get_analysis(args.analysis).parse(params)  # bad options fail here, before any model is built
     return JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
                    checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, samples=args.samples,
                    batch_size=args.batch_size, seed=args.seed, device=args.device, params=params)
@@ -152,7 +168,7 @@ def _samples(value: str) -> int | None:
 
 def cmd_run(args) -> int:
     from . import distributed
-    from .analyses import JobSpec, run
+    from .engine import JobSpec, run
     from .device import resolve_device
     distributed.init_from_env(resolve_device(args.device))  # no-op unless started by torchrun
     spec = spec_from_args(args)
@@ -174,6 +190,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_analyses(args) -> int:
+    if args.name:
+        analysis = get_analysis(args.name)
+        if args.markdown:
+            print(markdown_table(analysis.options))
+            return 0
+        print(f"{analysis.name}: {analysis.description}")
+        if analysis.conventions:
+            print(f"conventions: {analysis.conventions}")
+        rows = [dict(option=o.flag, default=o.show(o.default), values=o.describe().partition("; ")[2], help=o.help)
+                for o in analysis.options]
+        if rows:
+            _print_table(rows, ["option", "default", "values", "help"])
+        return 0
+    rows = [dict(name=a.name, options=len(a.options), description=a.description) for a in list_analyses()]
+    _print_table(rows, ["name", "options", "description"])
+    print("\n`vitlens analyses NAME` or `vitlens run NAME --help` lists an analysis' options")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from .cache import ResultCache, cache_dir
     with ResultCache() as cache:
@@ -192,11 +228,63 @@ def cmd_cache(args) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+OPTION_DEST = "option__"  # argparse dest prefix of declared analysis options
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as every other bad input."""
+
+    def error(self, message: str):
+        if message.startswith("argument ANALYSIS: invalid choice"):
+            message = "unknown analysis " + message.split("invalid choice: ", 1)[1].replace("(choose from", "(available:")
+        self.exit(2, f"vitlens: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> None:
+    """The analysis' declared options as flags; values stay strings here and are parsed by the
+    declaration (one rule for CLI, URL and JSON values)."""
+    group = p.add_argument_group("analysis options")
+    for o in options:
+        extra = dict(nargs="?", const="true") if o.type is bool else {}
+        metavar = "|".join(map(str, o.choices)) if o.choices else o.type.__name__.upper()
+        group.add_argument(o.flag, dest=OPTION_DEST + o.name, default=argparse.SUPPRESS, metavar=metavar,
+                           help=f"{o.help} ({o.describe()})".replace("%", "%%"), **extra)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--samples", type=_samples, default=256, help="number of samples (deterministic subset) or all")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--params", default=None, help="analysis options as a JSON object")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
+    p.add_argument("--out", default=None, help="write the Result (.csv, .parquet or .json)")
+    p.set_defaults(func=cmd_run)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        return Option("batch_size", int, 1, "", low=1, high=1 << 20).parse(value)
+    except VitlensError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seed(value: str) -> int:
+    try:
+        return Option("seed", int, 0, "", low=0, high=2**63 - 1).parse(value)
+    except VitlensError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitlens", description="How do vision transformers work? Analyses of "
+    parser = Parser(prog="vitlens", description="How do vision transformers work? Analyses of "
                                      "Park & Kim (ICLR 2022) for any model.")
     parser.add_argument("--version", action="version", version=f"vitlens {__import__('vitlens').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--timm", metavar="PATTERN", default=None, help="also list timm models matching PATTERN (e.g. 'vit_*')")
@@ -228,20 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for epoch_NNN.safetensors")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("run", help="run an analysis and write its Result")
-    p.add_argument("analysis", help="analysis name (see `vitlens run --list`)")
-    _add_model_args(p)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--samples", type=_samples, default=256, help="number of samples (deterministic subset) or all")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--params", default=None, help="analysis options as a JSON object")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
-    p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
-    p.add_argument("--out", default=None, help="write the Result (.csv, .parquet or .json)")
-    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("run", help="run an analysis and write its Result (`vitlens run NAME --help`)")
+    analyses = p.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS", parser_class=Parser)
+    for analysis in list_analyses():
+        q = analyses.add_parser(analysis.name, help=analysis.description, description=analysis.description)
+        _add_run_args(q)
+        _add_analysis_options(q, list(analysis.options))
+
+    p = sub.add_parser("analyses", help="list the analyses and their options")
+    p.add_argument("name", nargs="?", default=None, help="one analysis: its options")
+    p.add_argument("--markdown", action="store_true", help="README's option table of NAME")
+    p.set_defaults(func=cmd_analyses)
 
     p = sub.add_parser("cache", help="list or clear the result cache")
     p.add_argument("action", choices=["ls", "clear"])
@@ -249,36 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _extra_options(extra: list[str]) -> dict:
-    """`--top-k 5 --what spectrum --log-scale` after `vitlens run ANALYSIS` -> analysis options."""
-    out, i = {}, 0
-    while i < len(extra):
-        item = extra[i]
-        if not item.startswith("--") or len(item) < 3:
-            raise VitlensError(f"unexpected argument '{item}'")
-        key, sep, value = item[2:].partition("=")
-        key = key.replace("-", "_")
-        if not sep:
-            if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-                value, i = extra[i + 1], i + 1
-            else:
-                value = "true"
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-        i += 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "run":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     try:
-        if extra:
-            args.option = (args.option or []) + [f"{k}={json.dumps(v)}" for k, v in _extra_options(extra).items()]
         return args.func(args)
     except VitlensError as err:
         print(f"vitlens: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)

@@ -596,6 +596,10 @@ def soft_targets(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha
     return mixed, lam * targets + (1.0 - lam) * targets[perm]
 
 
+# Data sets named without a path (the dashboard's picker; `folder:`/`tensors:` take one).
+DATASET_NAMES = ("digits", "synthetic", *CIFAR)
+
+
 def list_datasets(root: str | None = None) -> list[dict]:
     """The data sets vitlens knows: name, spec, description, num_classes, sizes, offline availability."""
     root = os.path.abspath(os.path.expanduser(root or default_root()))

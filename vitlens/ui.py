@@ -3,10 +3,13 @@
 State lives in three places, kept in step on every run:
   * the URL (`st.query_params`): every choice and every analysis parameter, so a copied link opens
     the same view for a teammate, also on a freshly started server;
-  * `st.session_state["vl_<name>"]`: survives page switches (Streamlit forgets widget state of
-    widgets a page does not draw, and drops the query string on navigation);
-  * the widget itself (key `w_<name>`), whose change callback writes the session value.
-Pages hold no torch code: they call `sidebar()`, `param()`, then `show(spec, draw)`.
+  * `st.session_state`: survives page switches (Streamlit forgets widget state of widgets a page
+    does not draw, and drops the query string on navigation); shared selections under
+    "vl_<name>", a page's own values under "vl_<scope>.<name>" (scope: the page's analysis);
+  * the widget itself (key `w_<name>` / `w_<scope>.<name>`), whose change callback writes the
+    session value.
+Pages hold no torch code: they call `page()`, `sidebar(analysis)`, `options(spec, names)` (widgets
+from the analysis' option declarations), `control()` for view-only settings, then `show(spec, draw)`.
 """
 from __future__ import annotations
 
@@ -17,22 +20,44 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from .analyses import JobSpec, cached_result
+from .analyses import get_analysis, list_analyses
+from .data import DATASET_NAMES
+from .engine import JobSpec, cached_result
 from .errors import VitlensError
 from .jobs import CANCELLED, DONE, FAILED, manager
+from .models import list_models
+from .options import Option
+from .paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
 from .result import Result
 
-DATASETS = ["digits", "synthetic", "cifar10", "cifar100", "folder"]
+DATASETS = [*DATASET_NAMES, "folder"]
 DEVICES = ["auto", "cpu", "cuda"]
 TIMM_CHOICE = "timm: (any timm model)"
 
 
 def _registry_names() -> list[str]:
-    from .models import list_models
     return [e.name for e in list_models()]
 
 
 # ----------------------------------------------------------------------------- URL-backed values
+#
+# All state is per browser session (st.session_state), never module-level: the server runs every
+# session's script in its own thread. Shared selections (model, data, device, seed, ...) are stored
+# under "vl_<name>"; a page's own values (its analysis' options, its view controls) under
+# "vl_<page>.<name>", so weight_decay set on one page never reaches another page's request.
+
+PAGE_KEY = "vl__page"          # the page this session ran last
+TRUSTED_KEY = "vl__url_page"   # the page the URL's own values belong to (a deep link's page)
+NAMES_KEY = "vl__names"        # the page values drawn in this run (they go to the URL)
+
+
+def _scope() -> str:
+    return st.session_state.get(PAGE_KEY, "")
+
+
+def _store(name: str, scoped: bool) -> str:
+    return f"vl_{_scope()}.{name}" if scoped else f"vl_{name}"
+
 
 def _cast(value: Any, default: Any) -> Any:
     if isinstance(default, bool):
@@ -44,57 +69,125 @@ def _cast(value: Any, default: Any) -> Any:
     return str(value)
 
 
-def value(name: str, default: Any) -> Any:
-    """The current value of NAME: session, else URL, else DEFAULT."""
-    store = f"vl_{name}"
+def value(name: str, default: Any, scoped: bool = False, parse: Callable[[Any], Any] | None = None) -> Any:
+    """The current value of NAME: session, else URL (a page's own values only when the URL was
+    made on this page), else DEFAULT."""
+    store = _store(name, scoped)
     if store not in st.session_state:
         raw = st.query_params.get(name)
+        if scoped and st.session_state.get(TRUSTED_KEY) != _scope():
+            raw = None  # left over from another page: not this page's value
         try:
-            st.session_state[store] = default if raw is None else _cast(raw, default)
-        except (TypeError, ValueError):
+            st.session_state[store] = default if raw is None else (parse or (lambda v: _cast(v, default)))(raw)
+        except (TypeError, ValueError, OverflowError, VitlensError):
             st.session_state[store] = default
     return st.session_state[store]
 
 
-def _set(name: str) -> None:
-    st.session_state[f"vl_{name}"] = st.session_state[f"w_{name}"]
+def _set(store: str, key: str) -> None:
+    st.session_state[store] = st.session_state[key]
 
 
-def widget(name: str, default: Any, render: Callable, label: str, **kwargs) -> Any:
+def widget(name: str, default: Any, render: Callable, label: str, scoped: bool = False,
+           parse: Callable[[Any], Any] | None = None, **kwargs) -> Any:
     """Draw a widget whose value is stored under NAME (session + URL)."""
-    current = value(name, default)
-    key = f"w_{name}"
+    current = value(name, default, scoped, parse)
+    store = _store(name, scoped)
+    key = f"w_{_scope()}.{name}" if scoped else f"w_{name}"
     if "options" in kwargs and current not in kwargs["options"]:
         current = default if default in kwargs["options"] else kwargs["options"][0]
-        st.session_state[f"vl_{name}"] = current
+        st.session_state[store] = current
     if key not in st.session_state or st.session_state[key] != current:
         st.session_state[key] = current
-    render(label, key=key, on_change=_set, args=(name,), **kwargs)
-    return st.session_state[f"vl_{name}"]
+    render(label, key=key, on_change=_set, args=(store, key), **kwargs)
+    if scoped:
+        st.session_state.setdefault(NAMES_KEY, [])
+        if name not in st.session_state[NAMES_KEY]:
+            st.session_state[NAMES_KEY].append(name)
+    return st.session_state[store]
 
 
-def _sync_url(names: list[str]) -> None:
-    want = {n: str(st.session_state[f"vl_{n}"]) for n in names if f"vl_{n}" in st.session_state}
+def _sync_url(clean: bool = True) -> None:
+    """The URL holds the shared selection and this page's values, and (CLEAN, once the page's own
+    values are drawn) nothing of other pages."""
+    want = {n: str(st.session_state[f"vl_{n}"]) for n in SPEC_FIELDS if f"vl_{n}" in st.session_state}
+    for n in st.session_state.get(NAMES_KEY, []):
+        v = st.session_state.get(_store(n, True))
+        want[n] = "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+    stale = [k for k in st.query_params if k not in want and k in _page_value_names()] if clean else []
+    for k in stale:
+        del st.query_params[k]
     if {k: st.query_params.get(k) for k in want} != want:
         st.query_params.update(want)
+    if clean:
+        st.session_state[TRUSTED_KEY] = _scope()  # from now on the URL speaks for this page
 
 
-_PAGE_PARAMS: list[str] = []
+def _page_value_names() -> set[str]:
+    names = {o.name for a in list_analyses() for o in a.options}
+    return names | set(PAGE_CONTROLS)
 
 
-def param(name: str, default: Any, render: Callable | None = None, label: str | None = None, **kwargs) -> Any:
-    """An analysis parameter, drawn in the sidebar's "Analysis" section and kept in the URL."""
+PAGE_CONTROLS = ("plot", "value", "log_scale", "compare", "view")  # view controls pages draw themselves
+
+
+def control(name: str, default: Any, render: Callable | None = None, label: str | None = None, **kwargs) -> Any:
+    """A page's own view control (not an analysis option), drawn in the sidebar and kept in the URL."""
     if render is None:
-        if isinstance(default, bool):
-            render = st.sidebar.checkbox
-        elif isinstance(default, (int, float)):
-            render = st.sidebar.number_input
-        else:
-            render = st.sidebar.text_input
-    _PAGE_PARAMS.append(name)
-    out = widget(name, default, render, label or name.replace("_", " "), **kwargs)
-    _sync_url(_PAGE_PARAMS)
+        render = st.sidebar.checkbox if isinstance(default, bool) else st.sidebar.text_input
+    out = widget(name, default, render, label or name.replace("_", " "), scoped=True, **kwargs)
+    _sync_url()
     return out
+
+
+def options(spec: JobSpec | None, names: list[str] | None = None, labels: dict | None = None,
+            **widget_args) -> dict:
+    """Draw the widgets of SPEC's analysis options (NAMES, default all; in that order) from their
+    declarations, and set spec.params to the values drawn. An option whose `applies` rule does not
+    hold for the values above it is not drawn and stays at its default. WIDGET_ARGS maps an option
+    name to extra widget arguments (step, format)."""
+    analysis = get_analysis(_scope_analysis())
+    chosen = [analysis.option(n) for n in names] if names is not None else list(analysis.options)
+    labels = labels or {}
+    values = dict(analysis.defaults)
+    shown = {}
+    for opt in chosen:
+        if opt.applies and not opt.applies_to(values):
+            continue
+        values[opt.name] = shown[opt.name] = _option_widget(opt, labels.get(opt.name), widget_args.get(opt.name, {}))
+    _sync_url()
+    if spec is not None:
+        spec.params = shown
+    return shown
+
+
+def _option_widget(opt: Option, label: str | None, extra: dict) -> Any:
+    sb = st.sidebar
+    label = label or opt.name.replace("_", " ")
+    common = dict(scoped=True, parse=opt.parse, help=f"{opt.help} ({opt.describe()})")
+    if opt.choices:
+        choices = ([None] if opt.nullable else []) + list(opt.choices)
+        return widget(opt.name, opt.default, sb.selectbox, label, options=choices,
+                      format_func=lambda v: "none" if v is None else str(v), **common, **extra)
+    if opt.type is bool:
+        return widget(opt.name, opt.default, sb.checkbox, label, **common, **extra)
+    if opt.type in (int, float) and not opt.nullable:
+        cast = opt.type
+        bounds = {k: cast(v) for k, v in (("min_value", opt.low), ("max_value", opt.high)) if v is not None}
+        if opt.type is float:
+            bounds.setdefault("format", "%.4g")
+        return widget(opt.name, opt.default, sb.number_input, label, **bounds, **common, **extra)
+    text = widget(opt.name, opt.show(opt.default) if opt.default is not None else "", sb.text_input, label,
+                  scoped=True, parse=str, help=common["help"], **extra)
+    try:
+        return opt.parse(text)
+    except VitlensError as err:
+        sb.error(str(err))
+        return opt.default
+
+
+def _scope_analysis() -> str:
+    return st.session_state.get("vl__analysis", "")
 
 
 # ----------------------------------------------------------------------------- sidebar
@@ -106,7 +199,6 @@ SPEC_FIELDS = ["model", "model_args", "checkpoint", "dataset", "folder", "split"
 def _save_upload(upload) -> str:
     """Store an uploaded checkpoint under the checkpoint root (name from its hash); returns the
     path relative to the root. It is only ever loaded as data (weights_only / safetensors)."""
-    from .paths import checkpoint_root
     data = upload.getvalue()
     suffix = next((s for s in (".safetensors", ".pth.tar", ".pth", ".pt") if upload.name.endswith(s)), None)
     if suffix is None:
@@ -119,9 +211,14 @@ def _save_upload(upload) -> str:
 
 
 def sidebar(analysis: str = "") -> JobSpec | None:
-    """Draw the shared selection and return the JobSpec it describes (None if it is invalid)."""
-    from .paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
-    _PAGE_PARAMS.clear()
+    """Draw the shared selection and return the JobSpec it describes (None if it is invalid).
+    ANALYSIS is the one this page's `options()` draws (empty for pages that only compare)."""
+    st.session_state["vl__analysis"] = analysis
+    st.session_state[NAMES_KEY] = []
+    scope = analysis or st.session_state.get("vl__title", "")
+    if PAGE_KEY not in st.session_state:
+        st.session_state[TRUSTED_KEY] = scope  # the session opened here: the URL is a link to this page
+    st.session_state[PAGE_KEY] = scope
     sb = st.sidebar
     sb.header("Selection")
     names = _registry_names()
@@ -163,7 +260,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     seed = widget("seed", 0, sb.number_input, "Seed", min_value=0, max_value=2**31 - 1)
     batch_size = widget("batch_size", 64, sb.number_input, "Batch size", min_value=1, max_value=4096)
     device = widget("device", "auto", sb.selectbox, "Device", options=DEVICES)
-    _sync_url(SPEC_FIELDS)
+    _sync_url(clean=False)
     sb.header("Analysis")
     try:
         args = json.loads(model_args) if model_args.strip() else {}
@@ -210,6 +307,7 @@ def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | N
     result, job = result_or_job(spec, autorun)
     if result is not None:
         draw(result)
+        st.caption(convention_caption(result))
         return result
     if job is None or job.state == CANCELLED:
         if st.button("Run", type="primary", key=f"run_{spec.analysis}"):
@@ -240,6 +338,15 @@ def _progress(job_id: str) -> None:
     st.progress(min(max(job.fraction, 0.0), 1.0), text=text)
     if st.button("Cancel", key=f"cancel_{job_id}"):
         manager().cancel(job_id)
+
+
+def convention_caption(result: Result) -> str:
+    """Which convention made RESULT (every Result records it)."""
+    conv = result.meta.get("convention") or {}
+    name = conv.get("name", "vitlens")
+    what = {"paper": "the authors' code (github xxxnell/how-do-vits-work)", "standard": "the standard variant"}
+    notes = f" · {conv['notes']}" if conv.get("notes") else ""
+    return f"Convention: {name} — {what.get(name, 'vitlens')}{notes}"
 
 
 def download(result: Result, name: str) -> None:
@@ -283,9 +390,11 @@ def require_sign_in() -> None:
 
 
 def page(title: str, caption: str) -> None:
-    """Common page header (and the sign-in gate, when configured)."""
+    """Common page header (and the sign-in gate, when configured). The title names the page's own
+    state (see `value`)."""
     st.set_page_config(page_title=f"vitlens · {title}", layout="wide")
     require_sign_in()
+    st.session_state["vl__title"] = title
     st.title(title)
     st.caption(caption)
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..engine import Context
 from ..errors import VitlensError
 from ..features import Reducer, block_table
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 
 
 def gram(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -136,7 +137,8 @@ def cka_frame(reducer: CKAReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("cka", "linear CKA similarity between the outputs of every pair of blocks, minibatch unbiased "
-                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", defaults={})
+                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", page="Similarity",
+                   conventions="block outputs flattened per sample; unbiased minibatch HSIC")
 def cka(ctx: Context, params: dict) -> Result:
     reducer = CKAReducer()
     block_list = ctx.collect(reducer, "cka", shuffle=True)

@@ -7,9 +7,15 @@ block's output feature map (B, C, n, n) (ViT tokens as an n x n grid, class toke
     a(k) = A at offset (k, k) from the centre, k = 0 .. n//2      (the half-diagonal)
     relative log amplitude(k) = a(k) - a(0)
 
-Offset k is the spatial frequency omega_k = 2 pi k / n along each axis, so the half-diagonal runs from
-0 to pi (pi itself, the Nyquist corner, is reached for even n; it is the wrap-around element of the
-centred map). Fig 8 plots the value at the highest frequency vs normalised depth: `high_frequency`.
+Offset k is the spatial frequency omega_k = 2 pi k / n along each axis.
+
+Conventions (`--convention`):
+  * paper (default): the authors' `fourier_analysis.ipynb` rolls the map by (n/2, n/2) and keeps
+    `diag()[n//2:]`, i.e. offsets k = 0 .. n - n//2 - 1 (for even n: up to n/2 - 1, one short of the
+    Nyquist corner). Their plots label the last point 1.0 pi; its true frequency is (n/2-1)/(n/2) pi.
+    The `paper_axis_pi` column holds their label, `frequency` the true value.
+  * standard: k = 0 .. n//2, so for even n the half-diagonal reaches pi (the wrap-around corner).
+Fig 8 plots the value at the highest frequency vs normalised depth: `high_frequency`.
 
 The mean log amplitude is streamed (a running sum per block over batches). Only the half-diagonal
 entries F(k, k) are computed (one matrix product with a DFT basis; see `FourierReducer`); the full
@@ -24,10 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..engine import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
+from ..options import Option, convention_option
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 
 # log(|F| + floor): exact zeros (dead ReLU channels) stay finite.
 LOG_FLOOR = 1e-6
@@ -103,13 +111,20 @@ class FourierReducer(Reducer):
         full = half[torch.where(mirrored, (-ys) % n, ys), torch.where(mirrored, (-xs) % n, xs)]
         return torch.fft.fftshift(full)
 
-    def curve(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(frequencies in radians 0..pi, mean log amplitude) along the half-diagonal."""
+    def curve(self, index: int, convention: str = "paper") -> tuple[np.ndarray, np.ndarray]:
+        """(frequencies in radians, mean log amplitude) along the half-diagonal, offsets
+        k = 0 .. `half_diagonal_length(n, convention)` - 1."""
         n = self.sizes[index]
-        k = np.arange(n // 2 + 1)
+        k = np.arange(half_diagonal_length(n, convention))
         mean = self.sums.mean(index)
-        values = mean[k, k].numpy() if self.full else mean.numpy()
+        values = mean[k, k].numpy() if self.full else mean.numpy()[: len(k)]
         return 2 * math.pi * k / n, values
+
+
+def half_diagonal_length(n: int, convention: str = "paper") -> int:
+    """How many half-diagonal offsets an n x n map gives: the authors' `diag()[n//2:]` after the roll
+    holds n - n//2 (paper); `standard` goes up to n//2 (Nyquist for even n)."""
+    return n - n // 2 if convention == "paper" else n // 2 + 1
 
 
 def half_diagonal(log_amplitude_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,16 +136,16 @@ def half_diagonal(log_amplitude_map: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return 2 * math.pi * k / n, log_amplitude_map[idx, idx]
 
 
-def fourier_frame(reducer: FourierReducer, block_list, resolution: int = 0) -> pd.DataFrame:
+def fourier_frame(reducer: FourierReducer, block_list, resolution: int = 0, convention: str = "paper") -> pd.DataFrame:
     """Long-format rows: block, name, kind, stage, depth, size, frequency, frequency_pi,
-    log_amplitude, relative_log_amplitude. RESOLUTION > 0 resamples every curve (linearly) onto that
+    paper_axis_pi, log_amplitude, relative_log_amplitude. RESOLUTION > 0 resamples every curve (linearly) onto that
     many evenly spaced frequencies in [0, pi], so models with different map sizes share a grid (an
     odd-sized map, whose half-diagonal stops short of pi, keeps the grid points it reaches); a map
     with fewer native frequencies than RESOLUTION is an error rather than invented detail."""
     table = block_table(block_list)
     rows = []
     for i in reducer.indices():
-        freqs, values = reducer.curve(i)
+        freqs, values = reducer.curve(i, convention)
         n = reducer.sizes[i]
         if resolution:
             if len(freqs) < resolution:
@@ -143,10 +158,11 @@ def fourier_frame(reducer: FourierReducer, block_list, resolution: int = 0) -> p
             values = np.interp(grid, freqs, values)
             freqs = grid
         relative = values - values[0]
-        for f, v, r in zip(freqs, values, relative):
+        labels = np.linspace(0.0, 1.0, len(freqs)) if len(freqs) > 1 else np.zeros(1)  # the authors' axis
+        for f, label, v, r in zip(freqs, labels, values, relative):
             rows.append(dict(table[i], size=n, frequency=float(f), frequency_pi=float(f / math.pi),
-                             log_amplitude=float(v), relative_log_amplitude=float(r)))
-    columns = ["block", "name", "kind", "stage", "depth", "size", "frequency", "frequency_pi",
+                             paper_axis_pi=float(label), log_amplitude=float(v), relative_log_amplitude=float(r)))
+    columns = ["block", "name", "kind", "stage", "depth", "size", "frequency", "frequency_pi", "paper_axis_pi",
                "log_amplitude", "relative_log_amplitude"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -157,17 +173,26 @@ def high_frequency(frame: pd.DataFrame) -> pd.DataFrame:
     return last.reset_index(drop=True)
 
 
+OPTIONS = [
+    convention_option("the authors' half-diagonal, offsets 0 .. n/2-1 (stops one short of Nyquist)",
+                      "offsets 0 .. n/2 (reaches pi for even n)"),
+    Option("resolution", int, 0, "resample every curve onto this many frequencies in [0, pi] (0 = each block's own)",
+           low=0, high=4096),
+]
+
+
 @register_analysis("fourier", "relative log amplitude of Fourier-transformed feature maps vs frequency, per block "
-                   "(Park & Kim Fig 2a/8)", defaults={"resolution": 0})
+                   "(Park & Kim Fig 2a/8)", OPTIONS, page="Fourier",
+                   conventions="log(|fft2| + 1e-6), mean over images and channels, half-diagonal minus its k=0 value")
 def fourier(ctx: Context, params: dict) -> Result:
-    resolution = int(params["resolution"])
-    if resolution < 0 or resolution == 1:
+    resolution = params["resolution"]
+    if resolution == 1:
         raise VitlensError(f"resolution must be 0 (each block's own frequencies) or at least 2, got {resolution}")
     reducer = FourierReducer()
     block_list = ctx.collect(reducer, "fourier")
     if not reducer.indices():
         raise VitlensError("no block has a feature map of at least 2x2: nothing to Fourier-transform")
-    frame = fourier_frame(reducer, block_list, resolution)
+    frame = fourier_frame(reducer, block_list, resolution, params["convention"])
     high = high_frequency(frame)
     summary = dict(high_frequency={r["name"]: r["relative_log_amplitude"] for r in high.to_dict("records")},
                    skipped=skipped_maps(reducer.too_small, block_list))

@@ -25,59 +25,67 @@ import pandas as pd
 import torch
 
 from .. import distributed
+from ..data import load_data, make_loader
+from ..engine import Context
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
                        prepare_batches, spectrum_summary, top_eigenvalues)
 from ..hessian.loss import _num_classes
+from ..models import blocks as model_blocks
+from ..models import load_checkpoint, read_checkpoint_metadata
+from ..options import Option, loss_options
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 
 WHATS = ("spectrum", "topk", "trace", "density", "blocks")
 
-DEFAULTS = {
-    "what": "spectrum",
-    "top_k": 5,
-    "method": "lanczos",          # or "pyhessian"
-    "engine": "auto",             # HVP engine: auto, double_backward, recompute, forward_over_reverse
-    "minibatch": 16,              # spectrum: minibatch size (paper: 16)
-    "minibatches": 0,             # spectrum: how many minibatches (0 = all the data holds)
-    "together": 1,                # spectrum: minibatches per stacked (vmap) product; >1 for GPUs
-    "tol": 1e-2,                  # Lanczos: relative residual per eigenvalue
-    "max_steps": 100,             # Lanczos steps at most
-    "probes": 100,                # trace: Hessian-vector products at most (blocks: per block 20)
-    "trace_rtol": 0.0,            # trace: stop once stderr <= rtol * |trace| (0 = use all probes)
-    "estimator": "both",          # trace: hutchinson, hutchpp, krylov; both (hutchinson + krylov); all
-    "runs": 5,                    # density: SLQ runs
-    "steps": 80,                  # density: Lanczos steps per run
-    "points": 500,                # density: grid points
-    "sigma_fraction": 0.01,       # density: Gaussian width as a fraction of the spectrum's width
-    "weight_decay": 0.0,          # adds (wd/2)||w||^2: every eigenvalue shifts by wd
-    "label_smoothing": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "augment": None,              # None, crop_flip or randaugment (data reloaded with it)
-    "train_mode": False,
-    "checkpoints": None,          # folder of epoch_*.safetensors from `vitlens train`
-}
+SPECTRUM = {"what": ("spectrum",)}
+OPTIONS = [
+    Option("what", str, "spectrum", "which view of the Hessian", choices=WHATS),
+    Option("top_k", int, 5, "eigenvalues per minibatch (spectrum) or over the data (topk)", low=1, high=200),
+    Option("method", str, "lanczos", "vitlens' Lanczos, or PyHessian 0.1 as a reference", choices=("lanczos", "pyhessian")),
+    Option("engine", str, "auto", "Hessian-vector product engine",
+           choices=("auto", "double_backward", "recompute", "forward_over_reverse")),
+    Option("minibatch", int, 16, "minibatch size of the spectrum (paper: 16)", low=1, high=4096, applies=SPECTRUM),
+    Option("minibatches", int, 0, "how many minibatches (0 = all the data holds)", low=0, high=100000,
+           applies=SPECTRUM),
+    Option("together", int, 1, "minibatches per stacked (vmap) product; >1 for GPUs", low=1, high=256,
+           applies=SPECTRUM),
+    Option("tol", float, 1e-2, "Lanczos: relative residual bound per eigenvalue", low=1e-12, high=1.0),
+    Option("max_steps", int, 100, "Lanczos steps at most", low=1, high=10000),
+    Option("probes", int, 100, "trace: Hessian-vector products at most (blocks: 20 per block)", low=2, high=100000,
+           applies={"what": ("trace", "blocks")}),
+    Option("trace_rtol", float, 0.0, "trace: stop once stderr <= rtol * |trace| (0 = use all probes)", low=0.0,
+           applies={"what": ("trace",)}),
+    Option("estimator", str, "both", "trace estimator (both = hutchinson + krylov)",
+           choices=("both", "all", "hutchinson", "hutchpp", "krylov"), applies={"what": ("trace",)}),
+    Option("runs", int, 5, "density: SLQ runs", low=1, high=1000, applies={"what": ("density",)}),
+    Option("steps", int, 80, "density: Lanczos steps per run", low=1, high=10000, applies={"what": ("density",)}),
+    Option("points", int, 500, "density: grid points", low=2, high=100000, applies={"what": ("density",)}),
+    Option("sigma_fraction", float, 0.01, "density: Gaussian width as a fraction of the spectrum's width",
+           low=1e-9, high=1.0, applies={"what": ("density",)}),
+    *loss_options(weight_decay=0.0),
+    Option("train_mode", bool, False, "BatchNorm/dropout in training mode (default: eval mode)"),
+    Option("checkpoints", str, None, "repeat for every epoch_*.safetensors in this folder (from `vitlens train`)",
+           nullable=True, path=True),
+]
 
 
 def _config(ctx: Context, params: dict) -> LossConfig:
-    return LossConfig(weight_decay=float(params["weight_decay"]), label_smoothing=float(params["label_smoothing"]),
-                      mixup=float(params["mixup"]), cutmix=float(params["cutmix"]),
-                      train_mode=bool(params["train_mode"]), seed=int(ctx.spec.seed))
+    return LossConfig(weight_decay=params["weight_decay"], label_smoothing=params["label_smoothing"],
+                      mixup=params["mixup"], cutmix=params["cutmix"], train_mode=params["train_mode"],
+                      seed=ctx.spec.seed)
 
 
 def _dataset(ctx: Context, params: dict):
     if not params["augment"]:
         return ctx.dataset
-    from ..data import load_data
     spec = ctx.spec
     return load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=ctx.model,
                      augment=params["augment"])
 
 
 def _batches(ctx: Context, dataset, batch_size: int) -> list:
-    from ..data import make_loader
     loader = make_loader(dataset, batch_size, seed=ctx.spec.seed)
     batches = [(torch.as_tensor(x), torch.as_tensor(y)) for x, y in loader]
     if not batches:
@@ -85,46 +93,39 @@ def _batches(ctx: Context, dataset, batch_size: int) -> list:
     return batches
 
 
-def _int(params: dict, key: str, low: int = 1) -> int:
-    try:
-        value = int(params[key])
-    except (TypeError, ValueError):
-        raise VitlensError(f"--{key.replace('_', '-')} must be an integer, got {params[key]!r}") from None
-    if value < low:
-        raise VitlensError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
-    return value
-
-
 def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]:
     """One model state: the frame and summary of WHAT."""
     model, config, seed = ctx.model, _config(ctx, params), int(ctx.spec.seed)
     method, engine = params["method"], params["engine"]
-    k, tol, max_steps = _int(params, "top_k"), float(params["tol"]), _int(params, "max_steps")
+    k, tol, max_steps = params["top_k"], params["tol"], params["max_steps"]
     dataset = _dataset(ctx, params)
 
     if what == "spectrum":
-        minibatches = _batches(ctx, dataset, _int(params, "minibatch"))
-        limit = _int(params, "minibatches", 0) or None
+        minibatches = _batches(ctx, dataset, params["minibatch"])
+        limit = params["minibatches"] or None
         total = min(len(minibatches), limit or len(minibatches))
         mine = distributed.shard(total)  # under torchrun each rank takes every N-th minibatch
-        spectrum = max_eigenvalue_spectrum(model, [minibatches[b] for b in mine], k, limit, config, tol, max_steps,
-                                           engine, seed, method, progress=ctx.progress(len(mine), "hessian spectrum"),
-                                           indices=mine, together=_int(params, "together", 1))
+        spectrum = max_eigenvalue_spectrum(model, [minibatches[b] for b in mine], k=k, minibatch_limit=limit,
+                                           config=config, tol=tol, max_steps=max_steps, engine=engine, seed=seed,
+                                           method=method, progress=ctx.progress(len(mine), "hessian spectrum"),
+                                           indices=mine, together=params["together"])
         rows = sorted((r for part in distributed.gather(spectrum.rows) for r in part),
                       key=lambda r: (r["batch"], r["rank"]))
         summary = dict(spectrum_summary([r["eigenvalue"] for r in rows]), minibatches=total,
-                       minibatch=_int(params, "minibatch"), hvps=sum(distributed.gather(spectrum.hvps)),
+                       minibatch=params["minibatch"], hvps=sum(distributed.gather(spectrum.hvps)),
                        seconds=round(spectrum.seconds, 3), ranks=distributed.world()[1])
         return pd.DataFrame(rows), summary
 
     with distributed.sharded_data():
-        return _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k, tol, max_steps, seed)
+        return _compute_dataset_level(ctx, params, what, dataset, config)
 
 
-def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k, tol, max_steps, seed):
+def _compute_dataset_level(ctx: Context, params: dict, what: str, dataset, config: LossConfig):
     """top-k, trace, density and blocks: the Hessian of the loss over the whole (sampled) data set.
     Under torchrun each rank holds every N-th batch and Hessian-vector products are summed."""
-    model = ctx.model
+    model, seed = ctx.model, ctx.spec.seed
+    method, engine = params["method"], params["engine"]
+    k, tol, max_steps = params["top_k"], params["tol"], params["max_steps"]
     batches = _batches(ctx, dataset, ctx.spec.batch_size)
     rank, size = distributed.world()
     if size > 1:
@@ -137,7 +138,8 @@ def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k
         batches = prepare_batches(batches, config, _num_classes(model), model=model)[rank::size]
     if what == "topk":
         progress = ctx.progress(1, "hessian top-k")
-        top = top_eigenvalues(model, batches, k, config, tol, max_steps, engine, seed, method=method)
+        top = top_eigenvalues(model, batches, k=k, config=config, tol=tol, max_steps=max_steps, engine=engine,
+                              seed=seed, method=method)
         progress.update(1)
         frame = pd.DataFrame(dict(rank=range(len(top.eigenvalues)), eigenvalue=top.eigenvalues,
                                   residual=top.residuals))
@@ -151,9 +153,9 @@ def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k
         progress = ctx.progress(len(estimators), "hessian trace")
         rows, summary = [], {}
         for name in estimators:
-            est = hessian_trace(model, batches, "hutchinson" if name == "pyhessian" else name,
-                                _int(params, "probes", 2), float(params["trace_rtol"]), 0.0, config, engine, seed,
-                                method=method)
+            est = hessian_trace(model, batches, estimator="hutchinson" if name == "pyhessian" else name,
+                                probes=params["probes"], rtol=params["trace_rtol"], config=config, engine=engine,
+                                seed=seed, method=method)
             rows.append(dict(estimator=est.estimator, estimate=est.estimate, stderr=est.stderr, hvps=est.hvps))
             summary[est.estimator] = dict(trace=est.estimate, stderr=est.stderr, hvps=est.hvps)
             progress.update(1, name)
@@ -162,9 +164,9 @@ def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k
         return pd.DataFrame(rows), summary
     if what == "density":
         progress = ctx.progress(1, "hessian density")
-        dens = eigenvalue_density(model, batches, _int(params, "runs"), _int(params, "steps"),
-                                  _int(params, "points", 2), None, float(params["sigma_fraction"]), config, engine,
-                                  seed, method=method)
+        dens = eigenvalue_density(model, batches, runs=params["runs"], steps=params["steps"], points=params["points"],
+                                  sigma_fraction=params["sigma_fraction"], config=config, engine=engine, seed=seed,
+                                  method=method)
         progress.update(1)
         m1, m1_err = dens.moment(1)
         m2, m2_err = dens.moment(2)
@@ -178,9 +180,8 @@ def _compute_dataset_level(ctx, params, what, dataset, config, method, engine, k
     if what == "blocks":
         if method == "pyhessian":
             raise VitlensError("PyHessian cannot restrict the Hessian to a block's parameters; use method=lanczos")
-        from ..models import blocks as model_blocks
-        rows = block_curvature(model, batches, config, min(_int(params, "probes", 2), 20), tol, max_steps, engine,
-                               seed, progress=ctx.progress(len(model_blocks(model)), "hessian blocks"))
+        rows = block_curvature(model, batches, config=config, probes=min(params["probes"], 20), tol=tol,
+                               max_steps=max_steps, engine=engine, seed=seed, progress=ctx.progress(len(model_blocks(model)), "hessian blocks"))
         frame = pd.DataFrame(rows)
         used = frame.dropna(subset=["top_eigenvalue"])
         top = used.loc[used["top_eigenvalue"].abs().idxmax()]
@@ -206,13 +207,11 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
 
 
 @register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
-                   "per-block curvature; over checkpoints", defaults=DEFAULTS)
+                   "per-block curvature; over checkpoints", OPTIONS, page="Hessian",
+                   conventions="loss = per-sample mean cross-entropy (log_softmax) + (wd/2)||w||^2, eval mode; "
+                               "PyHessian's per-minibatch top-k for the spectrum")
 def hessian(ctx: Context, params: dict) -> Result:
     what = params["what"]
-    if what not in WHATS:
-        raise VitlensError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
-    if params["method"] not in ("lanczos", "pyhessian"):
-        raise VitlensError(f"--method must be lanczos or pyhessian, got {params['method']!r}")
     if len(ctx.dataset) == 0:
         raise VitlensError(f"data set {ctx.spec.dataset} is empty: the Hessian needs at least one sample")
     meta = {"analysis": "hessian", "what": what}
@@ -224,7 +223,6 @@ def hessian(ctx: Context, params: dict) -> Result:
         meta["summary"] = summary
         return Result(frame, meta)
 
-    from ..models import load_checkpoint, read_checkpoint_metadata
     files = checkpoint_files(params["checkpoints"])
     original = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
     frames, summaries = [], []

@@ -36,59 +36,57 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from .. import distributed
+from ..cache import ResultCache, cache_key, model_fingerprint
+from ..data import load_data
+from ..engine import Context
 from ..errors import VitlensError
+from ..landscape import (L2_KINDS, MAX_GRID, NORMALIZATIONS, direction_norm, grid_axis, hessian_directions,
+                         loss_surface, normalize_direction, path_direction, prepare_samples, random_directions,
+                         sharpness, trajectory_directions)
+from ..options import Option, convention_option, loss_options
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 
 DIRECTION_KINDS = ("random", "hessian", "trajectory", "path")
 
-DEFAULTS = {
-    "directions": "random",
-    "normalization": "auto",
-    "include_bias_norm": False,
-    "include_pos_embed": False,
-    "direction_seed": None,  # None: the job's --seed
-    "grid": 21,
-    "range": 1.0,
-    "x_min": None, "x_max": None, "y_min": None, "y_max": None,
-    "weight_decay": 5e-2,  # `vitlens train`'s default and the paper's AdamW setting for ViTs
-    "l2": "paper",
-    "augment": None,
-    "mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0,
-    "tolerance": 0.0, "rtol": 0.0, "z": 3.0, "min_batches": 2, "min_samples": 128, "anchors": 5,
-    "radius": None,
-    "trajectory": None,
-    "endpoint": None,
-    "resume": True,
-}
-
-
-def _number(params: dict, name: str, allow_none: bool = False):
-    value = params[name]
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise VitlensError(f"--{name.replace('_', '-')} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _flag(params: dict, name: str) -> bool:
-    value = params[name]
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if not isinstance(value, (bool, int)):
-        raise VitlensError(f"--{name.replace('_', '-')} must be true or false, got {value!r}")
-    return bool(value)
+OPTIONS = [
+    convention_option("random directions normalised along dim 0 as the authors' normalize_filter (filter_paper)",
+                      "Li et al. 2018's filter normalisation (each output filter rescaled)"),
+    Option("directions", str, "random", "two random directions, top-2 Hessian eigenvectors, a PCA of training "
+           "checkpoints, or the straight path to --endpoint", choices=DIRECTION_KINDS),
+    Option("normalization", str, "auto", "direction scaling (auto: the convention's rule for random directions, "
+           "none for the others)", choices=("auto", *NORMALIZATIONS)),
+    Option("include_bias_norm", bool, False, "also move biases and normalisation parameters"),
+    Option("include_pos_embed", bool, False, "also move position embeddings / relative-position tables"),
+    Option("direction_seed", int, None, "seed of the random directions (none: the job's --seed)", nullable=True,
+           low=0),
+    Option("grid", int, 21, "points per axis (paper: 21)", low=2, high=MAX_GRID),
+    Option("range", float, 1.0, "the grid covers [-range, range] along each direction", low=1e-9, high=1e6),
+    *[Option(f"{axis}_{end}", float, None, f"override the grid's {end}imum {axis}", nullable=True)
+      for axis in ("x", "y") for end in ("min", "max")],
+    *loss_options(weight_decay=5e-2),
+    Option("l2", str, "paper", "the weight term: paper = sum of each tensor's norm (the authors'), half_squared = "
+           "0.5 ||w||^2", choices=L2_KINDS),
+    Option("tolerance", float, 0.0, "statistical mode: stop a point once z*stderr <= tolerance (0 = exact)", low=0.0),
+    Option("rtol", float, 0.0, "statistical mode: ... or <= rtol * |loss|", low=0.0),
+    Option("z", float, 3.0, "statistical mode: confidence multiplier", low=0.1, high=20.0),
+    Option("min_batches", int, 2, "statistical mode: batches at least", low=1),
+    Option("min_samples", int, 128, "statistical mode: samples at least", low=1),
+    Option("anchors", int, 5, "statistical mode: exact anchor points per axis", low=2, high=MAX_GRID),
+    Option("radius", float, None, "sharpness: loss rise within this radius (none: a tenth of the range)",
+           nullable=True, low=0.0),
+    Option("trajectory", str, None, "folder of training checkpoints (directions trajectory)", nullable=True,
+           path=True),
+    Option("endpoint", str, None, "checkpoint at the path's end (directions path)", nullable=True, path=True),
+    Option("resume", bool, True, "continue an interrupted grid from the points already cached"),
+]
 
 
 def _axes(params: dict, kind: str, info: dict):
-    from ..landscape import grid_axis
-    grid = params["grid"]
-    span = _number(params, "range")
-    if span <= 0:
-        raise VitlensError(f"--range must be > 0 (the grid covers [-range, range]), got {span}")
+    grid, span = params["grid"], params["range"]
     lows = {"x": -span, "y": -span}
     highs = {"x": span, "y": span}
     if kind == "path":
@@ -99,7 +97,7 @@ def _axes(params: dict, kind: str, info: dict):
             reach = float(coords[:, k].max()) * 1.2 or span
             lows[axis], highs[axis] = -reach, reach
     for axis in ("x", "y"):
-        lo, hi = _number(params, f"{axis}_min", True), _number(params, f"{axis}_max", True)
+        lo, hi = params[f"{axis}_min"], params[f"{axis}_max"]
         lows[axis] = lows[axis] if lo is None else lo
         highs[axis] = highs[axis] if hi is None else hi
     xs = grid_axis(grid, lows["x"], highs["x"], "grid")
@@ -108,22 +106,19 @@ def _axes(params: dict, kind: str, info: dict):
 
 
 def _directions(ctx: Context, params: dict, samples, seed: int):
-    from ..landscape import (direction_norm, hessian_directions, normalize_direction, path_direction,
-                             random_directions, trajectory_directions)
     kind = params["directions"]
-    if kind not in DIRECTION_KINDS:
-        raise VitlensError(f"unknown --directions '{kind}'; choose from {', '.join(DIRECTION_KINDS)}")
     normalization = params["normalization"]
     if normalization == "auto":
-        normalization = "filter" if kind == "random" else "none"
+        paper_rule = "filter_paper" if params["convention"] == "paper" else "filter"
+        normalization = paper_rule if kind == "random" else "none"
     model = ctx.model
     info = {"kind": kind, "normalization": normalization}
     if kind == "random":
-        directions = random_directions(model, 2, seed, normalization, _flag(params, "include_bias_norm"),
-                                       _flag(params, "include_pos_embed"))
+        directions = random_directions(model, 2, seed, normalization, params["include_bias_norm"],
+                                       params["include_pos_embed"])
     elif kind == "hessian":
         batches = [(x, t) for x, t, _ in samples.batches]
-        directions, eigenvalues = hessian_directions(model, batches, 2, _number(params, "weight_decay"), seed)
+        directions, eigenvalues = hessian_directions(model, batches, 2, params["weight_decay"], seed)
         info["eigenvalues"] = eigenvalues
     elif kind == "trajectory":
         if not params["trajectory"]:
@@ -143,7 +138,6 @@ def _directions(ctx: Context, params: dict, samples, seed: int):
 
 def _partial_store(ctx: Context, params: dict):
     """(load, save, drop) for the partial grid in the result cache, or None when there is no cache."""
-    from ..cache import ResultCache, cache_key, model_fingerprint
     spec = ctx.spec
     try:
         cache = ResultCache()
@@ -171,29 +165,25 @@ def _partial_store(ctx: Context, params: dict):
 
 
 @register_analysis("landscape", "loss surface along two directions or a 1D path (filter-normalised, Li et al. 2018)",
-                   defaults=DEFAULTS)
+                   OPTIONS, page="Loss_landscape",
+                   conventions="loss = per-sample mean NLL (log_softmax) + weight_decay * L2, eval mode")
 def landscape(ctx: Context, params: dict) -> Result:
-    import pandas as pd
-
-    from ..data import load_data
-    from ..landscape import loss_surface, prepare_samples, sharpness
-
     spec = ctx.spec
-    seed = int(spec.seed if params["direction_seed"] is None else params["direction_seed"])
+    seed = spec.seed if params["direction_seed"] is None else params["direction_seed"]
     dataset = ctx.dataset
     if params["augment"]:
         dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
                             model=ctx.model, augment=params["augment"])
     num_classes = getattr(dataset, "num_classes", None) or getattr(ctx.model, "num_classes", None)
     samples = prepare_samples(dataset, spec.batch_size, spec.seed, shuffle=True, num_classes=num_classes,
-                              mixup=_number(params, "mixup"), cutmix=_number(params, "cutmix"),
-                              label_smoothing=_number(params, "label_smoothing"), device=ctx.device)
+                              mixup=params["mixup"], cutmix=params["cutmix"],
+                              label_smoothing=params["label_smoothing"], device=ctx.device)
     kind, directions, direction_info = _directions(ctx, params, samples, seed)
     xs, ys = _axes(params, kind, direction_info)
 
     rank, ranks = distributed.world()
     # resuming reads one cache; under torchrun the ranks share the grid instead
-    store = _partial_store(ctx, params) if _flag(params, "resume") and ranks == 1 else None
+    store = _partial_store(ctx, params) if params["resume"] and ranks == 1 else None
     done = store[0]() if store else None
     total = len(xs) * (1 if ys is None else len(ys))
     progress = ctx.progress(total, "landscape")
@@ -201,17 +191,16 @@ def landscape(ctx: Context, params: dict) -> Result:
         progress.update(len(done), f"resumed {len(done)} points")
     frame, info = loss_surface(
         ctx.model, samples, directions, xs, ys,
-        weight_decay=_number(params, "weight_decay"), l2=params["l2"],
-        tolerance=_number(params, "tolerance"), rtol=_number(params, "rtol"), z=_number(params, "z"),
-        min_batches=int(params["min_batches"]), min_samples=int(params["min_samples"]),
-        anchors=int(params["anchors"]), done=done,
+        weight_decay=params["weight_decay"], l2=params["l2"], tolerance=params["tolerance"], rtol=params["rtol"],
+        z=params["z"], min_batches=params["min_batches"], min_samples=params["min_samples"],
+        anchors=params["anchors"], done=done,
         on_checkpoint=store[1] if store else None, progress=progress, share=(rank, ranks))
     if ranks > 1:  # every rank computed a share of the points: put the grid back together
         frame = pd.concat(distributed.gather(frame), ignore_index=True).sort_values(["j", "i"], ignore_index=True)
         info = dict(info, points=len(frame), ranks=ranks)
     if store:
         store[2]()
-    summary = sharpness(frame, _number(params, "radius", True))
+    summary = sharpness(frame, params["radius"])
     summary.update(points=info["points"], sample_fraction=info["sample_fraction"],
                    resumed_points=info["resumed_points"])
     bad = frame[~frame["finite"].astype(bool)]

@@ -16,11 +16,13 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
+from ..engine import Context
 from ..errors import VitlensError
 from ..features import batch_input, block_table, resolve_blocks
 from ..models import Block, run_blocks
+from ..options import Option
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 from .evaluate import Scores
 
 
@@ -78,7 +80,8 @@ def lesion_frame(block_list: Sequence[Block], intact: Scores, lesioned: dict[int
 
 
 @register_analysis("lesion", "accuracy and NLL with each block's residual branch removed, and the drop vs the "
-                   "intact model (Park & Kim Sec. 4)", defaults={"reuse_prefix": True})
+                   "intact model (Park & Kim Sec. 4)", [Option("reuse_prefix", bool, True, "reuse the blocks before the lesion (same numbers, faster)")],
+                   page="Lesion", conventions="a block's residual branch replaced by the identity (shortcut kept)")
 def lesion(ctx: Context, params: dict) -> Result:
     loader = ctx.loader()
     first = next(iter(loader))
@@ -87,7 +90,7 @@ def lesion(ctx: Context, params: dict) -> Result:
         raise VitlensError(f"no block of {ctx.spec.model} has a known residual branch to remove")
     progress = ctx.progress(len(loader), "lesion")
     intact, lesioned = lesion_scores(block_list, loader, ctx.device, progress,
-                                     reuse_prefix=bool(params["reuse_prefix"]))
+                                     reuse_prefix=params["reuse_prefix"])
     frame = lesion_frame(block_list, intact, lesioned)
     worst = frame.loc[frame["accuracy_drop"].idxmax()]
     summary = dict(intact_accuracy=intact.accuracy, intact_nll=intact.nll, samples=intact.count,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..engine import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..result import Result
-from . import Context, register_analysis
+from . import register_analysis
 
 
 class VarianceReducer(Reducer):
@@ -53,7 +54,8 @@ def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("variance", "feature-map variance (over positions, mean over images and channels) vs "
-                   "normalised depth (Park & Kim Fig 9)", defaults={})
+                   "normalised depth (Park & Kim Fig 9)", page="Feature_variance",
+                   conventions="variance over h, w per channel, mean over images and channels (the authors')")
 def variance(ctx: Context, params: dict) -> Result:
     reducer = VarianceReducer()
     block_list = ctx.collect(reducer, "variance")

@@ -246,21 +246,14 @@ def _convnext_blocks(model) -> list[Block]:
 
 
 def _alternet_blocks(model: AlterNet) -> list[Block]:
+    # AlterNet's MSA blocks have no MLP (Park & Kim 2022; the authors' AttentionBlockB): each block,
+    # Conv or MSA, is one residual block with one branch.
     out = [Block("stem", "stem", 0, [model.stem], model.stem)]
     for s, stage in enumerate(model.stages, start=1):
         for j, blk in enumerate(stage):
-            name = f"stages.{s - 1}.{j}"
-            if isinstance(blk, AttentionBlock):
-                def attn(x, blk=blk):
-                    return x + blk.attn_branch(x)
-
-                def mlp(x, blk=blk):
-                    return x + blk.mlp_branch(x)
-                out.append(Block(f"{name}.attn", "msa", s, [blk.norm1, blk.attn], attn, shortcut=_identity))
-                out.append(Block(f"{name}.mlp", "mlp", s, [blk.norm2, blk.mlp], mlp, shortcut=_identity))
-            else:
-                out.append(Block(name, "conv", s, [blk], blk, shortcut=blk.shortcut_path,
-                                 downsamples=blk.shortcut is not None and _has_stride(blk.shortcut)))
+            kind = "msa" if isinstance(blk, AttentionBlock) else "conv"
+            out.append(Block(f"stages.{s - 1}.{j}", kind, s, [blk], blk, shortcut=blk.shortcut_path,
+                             downsamples=blk.shortcut is not None and _has_stride(blk.shortcut)))
     out.append(Block("head", "head", len(model.stages) + 1, [model.norm, model.fc], model.forward_head,
                      layout="logits"))
     return out

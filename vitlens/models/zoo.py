@@ -1,11 +1,18 @@
 """The models vitlens registers by name: the paper's CIFAR models, AlterNet, and the demo models.
 
-CIFAR variants follow Park & Kim 2022 (Sec. 2 and their appendix) for 32x32 inputs:
+CIFAR variants are the configs of Park & Kim 2022 for 32x32 inputs, as in the authors' README and
+their released CIFAR-100 checkpoints (`checkpoints.RELEASED`; they load with num_classes=100):
   * vit_ti_cifar   ViT-Ti: patch 2, dim 192, depth 12, 3 heads, no qkv bias (timm VisionTransformer);
-  * resnet18_cifar / resnet50_cifar  timm ResNets with a CIFAR stem (3x3 conv, stride 1, no max-pool);
-  * swin_ti_cifar  Swin-Ti with patch 2 and window 4 (timm shrinks the window to the 2x2 map of the
-                   last stage, as Swin does whenever a map is smaller than the window);
-  * pit_ti_cifar   PiT-Ti (dims 32x[2,4,8] heads, depth 2/6/4) with a 2x2, stride-2 patch embedding.
+  * resnet50_cifar the authors' ResNet-50 (models/resnet.py dnn_50, stem=False: 3x3 conv-BN-ReLU with
+                   stride 1 and no max-pool, bottlenecks 3/4/6/3, GAP + linear head), built as the
+                   equivalent timm ResNet; their key names are converted on loading;
+  * resnet18_cifar the same with basic blocks 2/2/2/2 (dnn_18; no released checkpoint);
+  * swin_ti_cifar  Swin-Ti: patch 1, window 4, dim 96, depths 2/2/6/2, heads 3/6/12/24, no qkv bias
+                   (maps 32/16/8/4, so the last stage is one window and unshifted);
+  * pit_ti_cifar   PiT-Ti: 2x2 patches with stride 1 (a 31x31 map), dims 32x[2,4,8] heads, depth 2/6/4,
+                   mlp ratio 4.
+Not the paper's: swin_ti_cifar_p2 (patch 2) and pit_ti_cifar_s2 (stride-2 patches), the variants this
+registry used to call swin_ti_cifar / pit_ti_cifar.
 Demo models are small enough to train on the embedded digits data set on 2 CPU cores in minutes;
 their trained weights ship in vitlens/assets (see README for the command that reproduces them).
 """
@@ -24,12 +31,22 @@ def _vit(**kw) -> nn.Module:
     return VisionTransformer(**kw)
 
 
-def _cifar_resnet(block: str = "basic", layers=(2, 2, 2, 2), **kw) -> nn.Module:
+def _cifar_resnet(block: str = "basic", layers=(2, 2, 2, 2), stem_width: int = 64, **kw) -> nn.Module:
+    """timm ResNet with the CIFAR stem: the same network as the authors' ResNet with stem=False.
+
+    `channels` (stage widths) and `stem_width` may be narrowed (the authors' code ties the stem to
+    64, the first stage's width); timm keys, the authors' keys are converted on loading."""
     from timm.models.resnet import BasicBlock, Bottleneck, ResNet
-    model = ResNet(block=BasicBlock if block == "basic" else Bottleneck, layers=tuple(layers), **kw)
+    from ..errors import VitlensError
+    block_cls = BasicBlock if block == "basic" else Bottleneck
+    if stem_width == 64:
+        model = ResNet(block=block_cls, layers=tuple(layers), **kw)
+    else:  # timm's plain stem is always 64 wide; its deep stem ends at 2 x stem_width channels
+        if stem_width % 2 or stem_width < 2:
+            raise VitlensError(f"stem_width must be an even number, got {stem_width}")
+        model = ResNet(block=block_cls, layers=tuple(layers), stem_type="deep", stem_width=stem_width // 2, **kw)
     # CIFAR stem (He et al. 2016, Sec. 4.2): 3x3 conv with stride 1 and no max-pool for 32x32 images.
-    stem_width = model.conv1.out_channels
-    model.conv1 = nn.Conv2d(model.conv1.in_channels, stem_width, 3, 1, 1, bias=False)
+    model.conv1 = nn.Conv2d(kw.get("in_chans", 3), stem_width, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     return model
 
@@ -59,30 +76,37 @@ def _load_shipped(name: str):
 
 CIFAR_DOC = "paper CIFAR model, 32x32 inputs"
 for entry in [
-    ModelEntry("vit_ti_cifar", "vit", f"ViT-Ti ({CIFAR_DOC}): patch 2, dim 192, depth 12, 3 heads",
+    ModelEntry("vit_ti_cifar", "vit", f"ViT-Ti ({CIFAR_DOC}): patch 2, dim 192, depth 12, 3 heads, no qkv bias",
                _vit, dict(img_size=32, patch_size=2, embed_dim=192, depth=12, num_heads=3,
                           qkv_bias=False, num_classes=10)),
     ModelEntry("resnet18_cifar", "resnet", f"ResNet-18 ({CIFAR_DOC}): 3x3 stride-1 stem, no max-pool",
                _cifar_resnet, dict(block="basic", layers=(2, 2, 2, 2), num_classes=10)),
-    ModelEntry("resnet50_cifar", "resnet", f"ResNet-50 ({CIFAR_DOC}): 3x3 stride-1 stem, no max-pool",
+    ModelEntry("resnet50_cifar", "resnet", f"ResNet-50 ({CIFAR_DOC}): the authors' dnn_50, stem=False "
+               "(3x3 stride-1 stem, no max-pool)",
                _cifar_resnet, dict(block="bottleneck", layers=(3, 4, 6, 3), num_classes=10)),
-    ModelEntry("swin_ti_cifar", "swin", f"Swin-Ti ({CIFAR_DOC}): patch 2, window 4",
+    ModelEntry("swin_ti_cifar", "swin", f"Swin-Ti ({CIFAR_DOC}): patch 1, window 4, no qkv bias",
+               _swin, dict(img_size=32, patch_size=1, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
+                           num_heads=(3, 6, 12, 24), qkv_bias=False, num_classes=10)),
+    ModelEntry("pit_ti_cifar", "pit", f"PiT-Ti ({CIFAR_DOC}): 2x2 patches, stride 1, depth 2/6/4",
+               _pit, dict(img_size=32, patch_size=2, stride=1, base_dims=(32, 32, 32), depth=(2, 6, 4),
+                          heads=(2, 4, 8), mlp_ratio=4, num_classes=10)),
+    ModelEntry("swin_ti_cifar_p2", "swin", "Swin-Ti with patch 2, window 4 (not the paper's: it uses patch 1)",
                _swin, dict(img_size=32, patch_size=2, window_size=4, embed_dim=96, depths=(2, 2, 6, 2),
-                           num_heads=(3, 6, 12, 24), num_classes=10)),
-    ModelEntry("pit_ti_cifar", "pit", f"PiT-Ti ({CIFAR_DOC}): 2x2 stride-2 patches, depth 2/6/4",
+                           num_heads=(3, 6, 12, 24), qkv_bias=True, num_classes=10)),
+    ModelEntry("pit_ti_cifar_s2", "pit", "PiT-Ti with 2x2 stride-2 patches (not the paper's: it uses stride 1)",
                _pit, dict(img_size=32, patch_size=2, stride=2, base_dims=(32, 32, 32), depth=(2, 6, 4),
-                          heads=(2, 4, 8), num_classes=10)),
-    ModelEntry("alternet18_cifar", "alternet", "AlterNet on ResNet-18 (CIFAR): MSA ends stages 2-4, window 4",
+                          heads=(2, 4, 8), mlp_ratio=4, num_classes=10)),
+    ModelEntry("alternet18_cifar", "alternet", "AlterNet-18 (CIFAR): blocks 2/2/2/2, MSA 0/1/1/1, window 4",
                AlterNet, dict(depths=(2, 2, 2, 2), msa=(0, 1, 1, 1), heads=(3, 6, 12, 24), window=4,
                               block="basic", stem="cifar", num_classes=10)),
-    ModelEntry("alternet50_cifar", "alternet", "AlterNet on ResNet-50 (CIFAR): MSA 0/1/3/2 per stage, window 4",
+    ModelEntry("alternet50_cifar", "alternet", "AlterNet-50 (CIFAR): blocks 3/4/6/4, MSA 0/1/3/2, window 4",
                AlterNet, dict(depths=(3, 4, 6, 4), msa=(0, 1, 3, 2), heads=(3, 6, 12, 24), window=4,
                               block="bottleneck", stem="cifar", num_classes=100)),
-    ModelEntry("alternet18", "alternet", "AlterNet on ResNet-18 (ImageNet, 224x224): window 7",
+    ModelEntry("alternet18", "alternet", "AlterNet-18 (ImageNet, 224x224): blocks 2/2/2/2, MSA 0/1/1/1, window 7",
                AlterNet, dict(depths=(2, 2, 2, 2), msa=(0, 1, 1, 1), heads=(3, 6, 12, 24), window=7,
                               block="basic", stem="imagenet", num_classes=1000),
                input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-    ModelEntry("alternet50", "alternet", "AlterNet on ResNet-50 (ImageNet, 224x224): MSA 0/1/3/2, window 7",
+    ModelEntry("alternet50", "alternet", "AlterNet-50 (ImageNet, 224x224): blocks 3/4/6/4, MSA 0/1/3/2, window 7",
                AlterNet, dict(depths=(3, 4, 6, 4), msa=(0, 1, 3, 2), heads=(3, 6, 12, 24), window=7,
                               block="bottleneck", stem="imagenet", num_classes=1000),
                input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
@@ -98,8 +122,8 @@ for entry in [
                _vit, dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4,
                           mlp_ratio=2.0, num_classes=10),
                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_vit")),
-    ModelEntry("demo_alternet", "demo", "mini AlterNet (widths 16/32/64, MSA ends stages 2-3), 32x32",
-               AlterNet, dict(depths=(1, 2, 2), msa=(0, 1, 1), heads=(1, 2, 4), widths=(16, 32, 64),
+    ModelEntry("demo_alternet", "demo", "mini AlterNet (widths 16/32/64; stages C | C M C M | C M), 32x32",
+               AlterNet, dict(depths=(1, 4, 2), msa=(0, 2, 1), heads=(1, 2, 4), widths=(16, 32, 64),
                               window=4, head_dim=16, num_classes=10),
                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_alternet")),
 ]:

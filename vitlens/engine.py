@@ -1,0 +1,214 @@
+"""The engine: from a request (`JobSpec`) to a cached `Result`.
+
+`run(spec)` builds the model and data the spec names, looks the Result up in the disk cache (key:
+model weights fingerprint, data spec, analysis, parsed options, vitlens version) and computes it on
+a miss. The CLI, the dashboard's worker, torchrun ranks and tests all go through `run`. The
+analyses themselves are pure functions ``fn(ctx: Context, params: dict) -> Result`` found in the
+registry (`vitlens.analyses`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import timm
+import torch
+import torch.nn as nn
+
+from . import __version__, distributed
+from .analyses import Analysis, get_analysis
+from .cache import ResultCache, cache_key, model_fingerprint
+from .data import load_data, make_loader
+from .device import resolve_device
+from .errors import VitlensError
+from .features import collect
+from .models import load_checkpoint, load_model
+from .models.checkpoints import SUFFIXES
+from .models.registry import list_models
+from .progress import Progress, ProgressCallback, cli_progress
+from .result import Result
+
+
+@dataclass
+class JobSpec:
+    """Everything that decides an analysis' numbers (and so its cache key)."""
+
+    analysis: str
+    model: str = "demo_resnet"
+    model_args: dict = field(default_factory=dict)
+    checkpoint: str | None = None
+    dataset: str = "digits"
+    split: str = "test"
+    samples: int | None = 256
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What an analysis function gets: the model (eval mode, on device), the data and helpers."""
+
+    model: nn.Module
+    dataset: torch.utils.data.Dataset
+    spec: JobSpec
+    device: torch.device
+    progress: Callable[[float, str], Progress]
+
+    def loader(self, shuffle: bool = False, batch_size: int | None = None):
+        return make_loader(self.dataset, batch_size or self.spec.batch_size, shuffle=shuffle, seed=self.spec.seed)
+
+    def collect(self, reducer, desc: str, shuffle: bool = False) -> list:
+        """One streaming pass of the model's blocks over the data into REDUCER (`features.collect`),
+        with progress per batch. Returns the block list."""
+        loader = self.loader(shuffle=shuffle)
+        return collect(self.model, loader, [reducer], self.device, self.progress(len(loader), desc))
+
+
+def build_model(spec: JobSpec) -> nn.Module:
+    """The model a JobSpec names, with its checkpoint loaded (demo models: shipped weights)."""
+    args = dict(spec.model_args)
+    shipped = {e.name for e in list_models() if e.pretrained is not None}
+    if spec.checkpoint is None and spec.model in shipped and "pretrained" not in args:
+        args["pretrained"] = True  # demo models default to their trained weights
+    model = load_model(spec.model, **args)
+    if spec.checkpoint:
+        load_checkpoint(model, spec.checkpoint)
+    return model
+
+
+def resolve_params(analysis: Analysis, params: dict) -> dict:
+    """SPEC's options, parsed and checked against the analysis' declaration, defaults filled in."""
+    return analysis.parse(params)
+
+
+def _file_stats(path) -> list | None:
+    """[name, size, mtime_ns] of the weight file PATH, or of every weight file in the folder PATH."""
+    try:
+        path = Path(path).expanduser()
+        files = sorted(f for f in path.iterdir() if f.name.endswith(SUFFIXES)) if path.is_dir() else [path]
+        return [[f.name, (st := os.stat(f)).st_size, st.st_mtime_ns] for f in files]
+    except OSError:
+        return None
+
+
+def referenced_files(spec: JobSpec) -> dict:
+    """Size and time of every weight file the request reads besides the model spec's own weights
+    (the options declared with path=True: --checkpoints folders, a trajectory, a path endpoint).
+    Part of the request id and the cache key, so a retrained folder gives a new Result."""
+    names = [o.name for o in get_analysis(spec.analysis).options if o.path] if spec.analysis else []
+    return {name: _file_stats(spec.params[name]) for name in names if spec.params.get(name)}
+
+
+def request_id(spec: JobSpec) -> str:
+    """A hash of what the user asked for (the spec, plus the size and time of every weight file it reads).
+
+    Identical requests share it: they join one running job and find its Result through a cache
+    alias without rebuilding the model. The cache key itself also covers the weights."""
+    payload = dict(spec.to_dict(), vitlens=__version__)  # shipped weights change only with the version
+    if spec.checkpoint:
+        payload["checkpoint_stat"] = _file_stats(spec.checkpoint)
+    payload["files"] = referenced_files(spec)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_result(spec: JobSpec, cache=None) -> Result | None:
+    """The Result of SPEC if it was computed before (no model is built)."""
+    own = cache is None
+    cache = ResultCache() if own else cache
+    try:
+        return cache.get_by_alias(request_id(spec))
+    finally:
+        if own:
+            cache.close()
+
+
+def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
+        verbose: bool = False, cache=None) -> tuple[Result, bool]:
+    """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache)."""
+    analysis = get_analysis(spec.analysis)
+    params = resolve_params(analysis, spec.params)
+    device = resolve_device(spec.device)
+    if use_cache and distributed.world()[1] == 1:
+        known = cached_result(spec, cache)  # asked before: no need to build and fingerprint the model
+        if known is not None:
+            return known, True
+    model = build_model(spec)
+    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
+                     batch_size=spec.batch_size)
+    key = cache_key(model_fingerprint(model), data_spec, spec.analysis,
+                    dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
+
+    def compute() -> Result:
+        start = time.perf_counter()
+        dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=model)
+        if len(dataset) == 0:
+            raise VitlensError(f"data set {spec.dataset} ({spec.split}) is empty")
+        model.to(device).eval()
+
+        def make_progress(total: float, desc: str) -> Progress:
+            if verbose:
+                return cli_progress(total, desc, progress)
+            return Progress(total, desc, progress)
+        ctx = Context(model, dataset, spec, device, make_progress)
+        result = analysis.fn(ctx, params)
+        result.meta.update(spec=spec.to_dict(), params=params, key=key,
+                           convention=analysis.convention_of(params),
+                           seconds=round(time.perf_counter() - start, 3),
+                           versions=_versions(), device=str(device))
+        return result
+
+    if distributed.world()[1] > 1:
+        return _run_distributed(key, compute, spec, use_cache, cache)
+    if not use_cache:
+        return compute(), False
+    own = cache is None
+    cache = ResultCache() if own else cache
+    try:
+        outcome = cache.get_or_compute(key, compute, _info(spec))
+        cache.set_alias(request_id(spec), key)
+        return outcome
+    finally:
+        if own:
+            cache.close()
+
+
+def _info(spec: JobSpec) -> dict:
+    return dict(analysis=spec.analysis, model=spec.model, data=f"{spec.dataset}/{spec.split}",
+                spec=json.dumps(spec.to_dict(), sort_keys=True))
+
+
+def _run_distributed(key: str, compute: Callable[[], Result], spec: JobSpec, use_cache: bool,
+                     cache=None) -> tuple[Result, bool]:
+    """Under torchrun: rank 0 looks in the cache and tells the others; on a miss every rank computes
+    its share and rank 0 stores the Result."""
+    main = distributed.is_main()
+    own = cache is None and main and use_cache
+    cache = ResultCache() if own else cache
+    try:
+        hit = cache.get(key) if (main and use_cache) else None
+        if distributed.broadcast(hit is not None):
+            # only rank 0 writes anything; the other ranks get an empty Result
+            return (hit if main else Result(pd.DataFrame(), {"rank": distributed.world()[0]})), True
+        result = compute()
+        if main and use_cache:
+            cache.put(key, result, _info(spec))
+            cache.set_alias(request_id(spec), key)
+        return result, False
+    finally:
+        if own:
+            cache.close()
+
+
+def _versions() -> dict:
+    return {"vitlens": __version__, "torch": torch.__version__, "timm": timm.__version__}

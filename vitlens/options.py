@@ -1,0 +1,209 @@
+"""Analysis options, declared once.
+
+Every analysis lists its options as `Option`s (name, type, default, choices or range, help, the
+modes it applies to). That one declaration drives:
+  * validation: `parse_options` turns user values (CLI strings, URL strings, JSON) into typed
+    values or raises a one-line `VitlensError` (CLI exit 2, dashboard error box);
+  * the CLI: `vitlens run NAME --help` and `vitlens analyses NAME` list the options;
+  * the dashboard: `ui.options` draws a widget per option (default, range, choices, help);
+  * README's option tables (`markdown_table`; a test checks README against it).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from .errors import VitlensError
+
+NONE_WORDS = ("none", "null", "")
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
+INT_LIMIT = 2 ** 62  # beyond this an integer option is a typo (seed 1e20), not a value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One analysis option. TYPE is bool, int, float or str; NULLABLE options also take None
+    ("none" on the command line); APPLIES maps another option's name to the values under which this
+    one matters (`{"what": ("spectrum",)}`); elsewhere it is ignored and reset to its default."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+    applies: Mapping[str, tuple] = field(default_factory=dict)
+    list_of: type | None = None  # also accepts a list of these (e.g. noise frequencies)
+    path: bool = False           # names a weight file or folder: the cache key covers its size and time
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def applies_to(self, values: Mapping[str, Any]) -> bool:
+        return all(values.get(other) in allowed for other, allowed in self.applies.items())
+
+    def parse(self, value: Any) -> Any:
+        """VALUE as this option's type, checked against its choices and range."""
+        if isinstance(value, str) and value.strip().lower() in NONE_WORDS and (self.nullable or value == ""):
+            if self.nullable:
+                return None
+            raise VitlensError(f"{self.flag} needs a value")
+        if value is None:
+            if self.nullable:
+                return None
+            raise VitlensError(f"{self.flag} needs a value")
+        if self.list_of is not None:
+            if isinstance(value, str) and value.strip().startswith("["):
+                import json
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise VitlensError(f"{self.flag}: cannot read the list {value!r}") from None
+            if isinstance(value, (list, tuple)):
+                if not value:
+                    raise VitlensError(f"{self.flag}: the list is empty")
+                return [self._scalar(v, self.list_of, checked=False) for v in value]
+        return self._scalar(value, self.type)
+
+    def _scalar(self, value: Any, kind: type, checked: bool = True) -> Any:
+        if kind is bool:
+            out = _to_bool(value, self.flag)
+        elif kind is int:
+            out = _to_int(value, self.flag)
+        elif kind is float:
+            out = _to_float(value, self.flag)
+        else:
+            if not isinstance(value, str):
+                raise VitlensError(f"{self.flag} must be text, got {value!r}")
+            out = value.strip()
+        if not checked:  # list items: the analysis checks them
+            return out
+        if self.choices and out not in self.choices:
+            raise VitlensError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if kind in (int, float):
+            if self.low is not None and out < self.low:
+                raise VitlensError(f"{self.flag} must be at least {self.low:g}, got {out:g}")
+            if self.high is not None and out > self.high:
+                raise VitlensError(f"{self.flag} must be at most {self.high:g}, got {out:g}")
+        return out
+
+    def describe(self) -> str:
+        """The default and range or choices, for help texts."""
+        parts = [f"default {self.show(self.default)}"]
+        if self.choices:
+            parts.append("one of " + "|".join(map(str, self.choices)))
+        elif self.low is not None or self.high is not None:
+            lo = "" if self.low is None else f"{self.low:g}"
+            hi = "" if self.high is None else f"{self.high:g}"
+            parts.append(f"range [{lo}, {hi}]")
+        if self.applies:
+            parts.append("for " + ", ".join(f"{k}={'|'.join(map(str, v))}" for k, v in self.applies.items()))
+        return "; ".join(parts)
+
+    @staticmethod
+    def show(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _to_bool(value: Any, flag: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise VitlensError(f"{flag} must be true or false, got {value!r}")
+
+
+def _to_float(value: Any, flag: str) -> float:
+    if isinstance(value, bool):
+        raise VitlensError(f"{flag} must be a number, got {value!r}")
+    try:
+        out = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise VitlensError(f"{flag} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise VitlensError(f"{flag} must be a finite number, got {value!r}")
+    return out
+
+
+def _to_int(value: Any, flag: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = value
+    else:
+        number = _to_float(value, flag)
+        if number != int(number):
+            raise VitlensError(f"{flag} must be a whole number, got {value!r}")
+        out = int(number)
+    if abs(out) > INT_LIMIT:
+        raise VitlensError(f"{flag} is out of range: {value!r}")
+    return out
+
+
+def parse_options(options: Sequence[Option], values: Mapping[str, Any], what: str) -> dict:
+    """Defaults overlaid with VALUES, each parsed by its declaration; options that do not apply
+    under the chosen modes are reset to their defaults (they cannot change the numbers, so they
+    must not change the cache key either). WHAT names the analysis in errors."""
+    by_name = {o.name: o for o in options}
+    unknown = sorted(set(values) - set(by_name))
+    if unknown:
+        flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
+        raise VitlensError(f"{what} has no option {flags}; `vitlens run {what} --help` lists them")
+    out = {o.name: o.default for o in options}
+    for name, value in values.items():
+        out[name] = by_name[name].parse(value)
+    for o in options:
+        if o.applies and not o.applies_to(out):
+            out[o.name] = o.default
+    return out
+
+
+def markdown_table(options: Sequence[Option]) -> str:
+    """README's option table of one analysis."""
+    lines = ["| option | default | values | what it does |", "|---|---|---|---|"]
+    for o in options:
+        if o.choices:
+            values = " \\| ".join(map(str, o.choices))
+        elif o.low is not None or o.high is not None:
+            values = f"{'' if o.low is None else f'{o.low:g}'} … {'' if o.high is None else f'{o.high:g}'}"
+        else:
+            values = o.type.__name__
+        if o.nullable:
+            values += " or none"
+        doc = o.help.replace("|", "\\|")
+        if o.applies:
+            doc += " (" + ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in o.applies.items()) + ")"
+        lines.append(f"| `{o.flag}` | {o.show(o.default)} | {values} | {doc} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- shared declarations
+
+def convention_option(paper: str, standard: str) -> Option:
+    """The one rule for conventions: `--convention paper` (default) reproduces the authors' code
+    (github xxxnell/how-do-vits-work); `standard` is the cleaner variant. Every Result records it."""
+    return Option("convention", str, "paper", f"paper: {paper}; standard: {standard}",
+                  choices=("paper", "standard"))
+
+
+def loss_options(weight_decay: float, applies: Mapping[str, tuple] | None = None) -> list[Option]:
+    """The training loss' options (soft targets, weight decay, augmentation), shared by the Hessian
+    and the loss landscape."""
+    applies = dict(applies or {})
+    return [
+        Option("weight_decay", float, weight_decay, "weight decay added to the loss", low=0.0, applies=applies),
+        Option("label_smoothing", float, 0.0, "label smoothing of the targets", low=0.0, high=1.0, applies=applies),
+        Option("mixup", float, 0.0, "mixup alpha (0 = off)", low=0.0, applies=applies),
+        Option("cutmix", float, 0.0, "cutmix alpha (0 = off)", low=0.0, applies=applies),
+        Option("augment", str, None, "reload the data with this training augmentation", nullable=True,
+               choices=("crop_flip", "randaugment"), applies=applies),
+    ]
