@@ -16,6 +16,8 @@ ui.page("vitlens — how do vision transformers work?",
 st.markdown(
     "Pick a model and a data set in the sidebar; every page shows one of the paper's views of it, computed "
     "in the background and cached on disk. Every choice is in the URL: copy it to share the view.\n\n"
+    "- **[Findings](Findings)** — the paper's claims checked on the selected models, each with its numbers, a "
+    "verdict and a link to the view behind it (the demo scoreboard is below).\n"
     "- **Hessian** — eigenvalue spectra: ViTs have negative eigenvalues (a non-convex loss) that more data "
     "suppresses; ResNets have large positive ones.\n"
     "- **Loss landscape** — MSAs flatten the loss landscape.\n"
@@ -57,3 +59,24 @@ if spec is not None:
             rows.append({"model": name, "accuracy": s["accuracy"], "NLL": s["nll"], "ECE": s["ece"],
                          "status": "done"})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+# ---- findings scoreboard of the demo models (pages/0_Findings.py has the full table)
+if spec is not None:
+    from vitlens.analyses.findings import scoreboard_spec
+    st.subheader("The paper's findings on the demo models")
+    board_spec = scoreboard_spec(spec)
+    board, board_job = ui.result_or_job(board_spec, autorun=True)
+    if board is None:
+        state = board_job.state if board_job is not None else "not started"
+        st.info(f"Computing the scoreboard in the background ({state}; a few minutes on CPU, then cached).")
+    else:
+        tally = board.meta.get("summary", {})
+        st.caption(f"{tally.get('holds', 0)} hold · {tally.get('does not hold', 0)} do not hold · "
+                   f"{tally.get('cannot tell', 0)} cannot tell — models {', '.join(tally.get('models', []))}")
+        st.dataframe(board.frame[["claim", "model", "verdict", "values", "figure", "link"]], hide_index=True,
+                     width="stretch",
+                     column_config={"link": st.column_config.LinkColumn("evidence", display_text="open view")})
+    st.caption("What this can show: the embedded data set is 8x8 handwritten digits upscaled to 32x32 and the "
+               "demo models are tiny, so these verdicts test the paper's rules on toy models; its CIFAR-100 "
+               "numbers need CIFAR and the authors' checkpoints (see README 'Findings').")

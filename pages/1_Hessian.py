@@ -10,10 +10,11 @@ ui.page("Hessian eigenvalues",
         "one (sharpness). The paper finds ViTs have many negative eigenvalues that large data sets suppress, while "
         "ResNets have large positive ones; MSAs flatten the loss.")
 spec = ui.sidebar("hessian")
-chosen = ui.options(spec, ["what", "top_k", "minibatches", "minibatch", "together", "estimator", "weight_decay"],
+chosen = ui.options(spec,
                     labels={"what": "view", "top_k": "top k", "minibatches": "minibatches (0 = all)",
                             "minibatch": "minibatch size (paper: 16)", "together": "minibatches at once (GPUs)",
-                            "estimator": "trace estimator", "weight_decay": "weight decay (shifts eigenvalues)"},
+                            "estimator": "trace estimator", "probes": "products at most (trace)",
+                            "weight_decay": "weight decay (shifts eigenvalues)"},
                     weight_decay={"step": 0.0001})
 what = chosen["what"]
 

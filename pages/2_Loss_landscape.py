@@ -1,4 +1,5 @@
-"""2D loss landscape along filter-normalised random directions (Park & Kim Fig 1b; Li et al. 2018)."""
+"""2D loss landscape along filter-normalised random directions (Park & Kim Fig 1b; Li et al. 2018), or the
+loss along a 1D path."""
 import streamlit as st
 
 from vitlens import plots, ui
@@ -9,7 +10,7 @@ ui.page("Loss landscape",
         "position embeddings are not moved. The paper finds MSAs flatten the landscape: ViTs' surfaces are "
         "smoother and flatter near the optimum than ResNets'.")
 spec = ui.sidebar("landscape")
-ui.options(spec, ["convention", "directions", "grid", "range", "weight_decay"],
+ui.options(spec,
            labels={"grid": "grid points per axis (paper: 21)", "range": "range (± along each direction)",
                    "weight_decay": "weight decay in the loss"}, range={"step": 0.1}, weight_decay={"step": 0.01})
 log_scale = ui.control("log_scale", False, label="log scale")
@@ -19,7 +20,11 @@ value = ui.control("value", "loss", st.sidebar.selectbox, "value", options=["los
 
 def draw(result):
     summary = result.meta.get("summary", {})
-    st.plotly_chart(plots.surface(result, value, bool(log_scale), view), width="stretch")
+    if result.meta.get("dims") == 1:  # directions path: a curve along x
+        figure = plots.path_curve(result, value)
+    else:
+        figure = plots.surface(result, value, bool(log_scale), view)
+    st.plotly_chart(figure, width="stretch")
     shown = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
     if shown:
         st.caption(" · ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in shown.items()))

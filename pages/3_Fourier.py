@@ -9,7 +9,7 @@ ui.page("Fourier analysis of feature maps",
         "finds that MSAs (blue bands) reduce high-frequency amplitude — they act like low-pass filters — while "
         "convolutions amplify it.")
 spec = ui.sidebar("fourier")
-ui.options(spec, ["convention", "resolution"])
+ui.options(spec)
 if spec is not None:
     st.caption(ui.spec_label(spec))
 

@@ -8,7 +8,7 @@ ui.page("Noise robustness by frequency",
         "amplitude eps) is added to the images. The paper finds ViTs robust to high-frequency noise and ResNets "
         "vulnerable to it.")
 spec = ui.sidebar("noise")
-ui.options(spec, ["convention", "frequencies", "eps", "s", "width", "norm"],
+ui.options(spec,
            labels={"frequencies": "frequencies (count in [0, π])", "eps": "noise amplitude eps",
                    "s": "band half-width s (radians)", "width": "band width (×π)"},
            eps={"step": 0.05}, width={"step": 0.01})

@@ -1,28 +1,37 @@
-"""Jobs: the queue, progress, errors; cancel a running job."""
+"""Jobs: the queue, progress, errors, the workers; cancel a job."""
 import pandas as pd
 import streamlit as st
 
 from vitlens import ui
 from vitlens.jobs import manager
 
-ui.page("Jobs", "Computations run in the background, one at a time per worker (VITLENS_WORKERS); identical "
-        "requests share one job. Results land in the disk cache and show on their page at once.")
+ui.page("Jobs", "Computations run in worker processes (`vitlens worker`, one job at a time each) that take "
+        "jobs from a shared queue; identical requests share one job, quick analyses go first. Jobs survive a "
+        "restart of the dashboard or a worker. Results land in the disk cache and show on their page at once.")
 ui.sidebar("")
 
 
 @st.fragment(run_every=1.0)
 def table():
-    jobs = manager().jobs()
-    if not jobs:
-        st.info("No jobs yet in this server process.")
+    jobs = manager()
+    workers = jobs.workers()
+    st.caption(f"Workers online: {len(workers)}"
+               + (" — " + ", ".join(f"{w['name']} ({'busy' if w.get('job') else 'idle'})" for w in workers)
+                  if workers else " (one is starting, or start `vitlens worker`)")
+               + f" · limits: {jobs.limits.per_session} jobs per session, {jobs.limits.total} in all")
+    listed = jobs.jobs()
+    if not listed:
+        st.info("No jobs yet on this queue.")
         return
-    st.dataframe(pd.DataFrame([j.summary() for j in jobs]), hide_index=True, width="stretch")
-    active = [j for j in jobs if j.active]
+    me = ui.session_id()
+    rows = [dict(j.summary(), mine=j.session == me) for j in listed]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    active = {j.id: j for j in listed if j.active}
     if active:
-        pick = st.selectbox("Cancel a job", [j.id for j in active],
-                            format_func=lambda i: f"{i} ({manager().get(i).spec.analysis})")
+        pick = st.selectbox("Cancel a job", list(active),
+                            format_func=lambda i: f"{i} ({active[i].spec.analysis}, {active[i].state})")
         if st.button("Cancel job"):
-            manager().cancel(pick)
+            jobs.cancel(pick)
 
 
 table()

@@ -198,7 +198,6 @@ def test_get_or_compute_computes_once(rc):
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_failed_or_interrupted_compute_stores_nothing(rc, error):
     def compute():
-        rc.set_progress("key", 5, 10, "halfway")
         raise error
 
     with pytest.raises(type(error)):
@@ -206,7 +205,6 @@ def test_failed_or_interrupted_compute_stores_nothing(rc, error):
     assert "key" not in rc
     assert rc.get("key") is None
     assert rc.ls() == []
-    assert rc.get_progress("key") is None  # no stale progress left behind
     assert len(rc._cache) == 0
 
     result, hit = rc.get_or_compute("key", lambda: make_result(7.0))
@@ -291,11 +289,11 @@ def test_planted_pickle_is_never_unpickled(rc, tmp_path):
     with diskcache.Cache(str(rc.directory)) as plain:
         plain[stored] = PlantedPayload(marker)  # pickle mode, as an attacker would write it
         plain[cache_mod._INDEX_PREFIX + "key"] = PlantedPayload(marker)
-        plain[cache_mod._PROGRESS_PREFIX + "key"] = PlantedPayload(marker)
+        plain[cache_mod._ALIAS_PREFIX + "key"] = PlantedPayload(marker)
         plain[PlantedPayload(marker)] = "planted under a pickled key"  # runs if keys are listed
 
     assert rc.get("key") is None
-    assert rc.get_progress("key") is None
+    assert rc.get_by_alias("key") is None
     assert rc.ls() == []
     assert not marker.exists()
     assert "key" not in rc  # the planted entry was removed
@@ -348,7 +346,7 @@ def test_size_limit_evicts_least_recently_used(tmp_path):
 def test_ls_and_clear(rc):
     rc.put("a", make_result(1.0), {"analysis": "hessian", "model": "resnet18", "data": "cifar10"})
     rc.put("b", make_result(2.0), {"analysis": "fourier", "model": "vit_ti", "data": {"n": 8}})
-    rc.set_progress("c", 1, 4)
+    rc.set_alias("c", "a")  # a record that is not a Result: not listed
     rows = rc.ls()
     assert [r["key"] for r in rows] == ["b", "a"]  # newest first
     b = rows[0]
@@ -376,32 +374,6 @@ def test_ls_drops_index_records_of_evicted_results(rc):
     assert [r["key"] for r in rc.ls()] == ["b"]
     assert cache_mod._INDEX_PREFIX + "a" not in rc._cache
     assert cache_mod._INDEX_PREFIX + "b" in rc._cache
-
-
-# ---------------------------------------------------------------- progress
-
-
-def test_progress_round_trip(rc, monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(cache_mod.time, "time", lambda: now[0])
-    assert rc.get_progress("job") is None
-    rc.set_progress("job", 0, 10, "starting")
-    p = rc.get_progress("job")
-    assert (p["done"], p["total"], p["message"], p["started"]) == (0.0, 10.0, "starting", 1000.0)
-    assert p["fraction"] == 0.0 and p["eta_s"] is None
-
-    now[0] = 1030.0
-    rc.set_progress("job", 3, 10, "batch 3/10")
-    p = rc.get_progress("job")
-    assert p["started"] == 1000.0 and p["updated"] == 1030.0  # start time kept
-    assert p["fraction"] == pytest.approx(0.3)
-    assert p["eta_s"] == pytest.approx(70.0)  # 10 s per unit, 7 units left
-    assert p["message"] == "batch 3/10"
-
-    rc.clear_progress("job")
-    assert rc.get_progress("job") is None
-    with pytest.raises(VitlensError):
-        rc.set_progress("job", float("nan"), 10)
 
 
 def test_reopen_keeps_entries(tmp_path):

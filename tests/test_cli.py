@@ -107,3 +107,48 @@ def test_train_saves_checkpoint_per_epoch(tmp_path):
     code, _, err = vitlens("blocks", "--model", "demo_resnet", "--checkpoint",
                            str(tmp_path / "run" / "epoch_002.safetensors"))
     assert code == 0, err
+
+
+BAD_INPUTS = [  # the team-server issue's list: each was "internal error" (exit 1) or silently accepted
+    (["run", "evaluate", "--model", "demo_resnet", "--dataset", "tensors:{gray}"], "1-channel images"),
+    (["run", "evaluate", "--model", "demo_resnet", "--dataset", "tensors:{labels}"], "labels up to 50"),
+    (["run", "evaluate", "--model", "demo_resnet", "--dataset", "folder:{folder}"], "no images"),
+    (["run", "evaluate", "--model", "demo_resnet", "--bins", "0"], "--bins must be at least 1"),
+    (["run", "landscape", "--model", "demo_resnet", "--anchors", "NaN"], "--anchors"),
+    (["run", "evaluate", "--model", "demo_resnet", "--seed", "1e20"], "--seed"),
+    (["run", "landscape", "--model", "demo_resnet", "--weight-decay", "Infinity"], "finite"),
+    (["train", "--model", "demo_resnet", "--epochs", "1", "--lr", "nan", "--out", "{tmp}/run"], "--lr"),
+    (["train", "--model", "demo_resnet", "--epochs", "1", "--out", "{afile}"], "is a file"),
+    (["blocks", "--model", "demo_resnet", "--model-args", '{{"num_classes": 1e10}}'], "num_classes"),
+    (["blocks", "--model", "demo_resnet", "--model-args", '{{"num_classes": -5}}'], "num_classes"),
+    (["run", "noise", "--model", "demo_resnet", "--eps", "NaN"], "--eps"),
+    (["run", "hessian", "--model", "demo_resnet", "--tol", "NaN"], "--tol"),
+    (["run", "hessian", "--model", "demo_resnet", "--tol", "-1"], "--tol must be at least"),
+    (["run", "lesion", "--model", "demo_resnet", "--reuse-prefix", "maybe"], "true or false"),
+    (["blocks", "--model", "timm:resnet18", "--model-args", '{{"checkpoint_path": "/etc/passwd"}}'],
+     "not an architecture argument"),
+    (["blocks", "--model", "demo_resnet", "--model-args", "[" * 5000 + "]" * 5000], "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUTS, ids=[f"{a[0]}-{n[:20]}" for a, n in BAD_INPUTS])
+def test_more_bad_input_exits_2_in_process(args, needle, tmp_path, capsys):
+    import numpy as np
+
+    from vitlens.cli import main
+    np.savez(tmp_path / "gray.npz", x=np.zeros((4, 1, 32, 32), np.float32), y=np.zeros(4, np.int64))
+    np.savez(tmp_path / "labels.npz", x=np.zeros((4, 3, 32, 32), np.float32), y=np.array([0, 1, 2, 50]))
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    (tmp_path / "folder" / "a" / "notes.txt").write_text("not an image")
+    (tmp_path / "afile").write_text("")
+    names = dict(gray=tmp_path / "gray.npz", labels=tmp_path / "labels.npz", folder=tmp_path / "folder",
+                 afile=tmp_path / "afile", tmp=tmp_path)
+    argv = [a.format(**names) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("vitlens: error")]
+    assert code == 2, err
+    assert len(lines) == 1 and needle in lines[0], err

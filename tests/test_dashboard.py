@@ -6,12 +6,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from vitlens.engine import JobSpec, cached_result
+from vitlens.cache import ResultCache
+from vitlens.engine import JobSpec, cached_result, request_id
 from vitlens.models import load_model
+from vitlens.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {
@@ -90,10 +93,26 @@ def test_variance_chart_holds_the_result():
     assert trace["x"] == pytest.approx(frame["depth"].tolist())
 
 
+def test_landscape_page_draws_a_1d_path_as_a_curve():
+    """A Result of directions path (meta dims 1) is a line along x, not a surface."""
+    params = {"convention": "paper", "directions": "path", "grid": 5, "range": 1.0, "weight_decay": 0.05}
+    xs = np.linspace(0.0, 1.0, 5)
+    frame = pd.DataFrame({"i": range(5), "j": 0, "x": xs, "y": 0.0, "loss": 1.0 + xs ** 2, "nll": 1.0 + xs ** 2,
+                          "l2": 0.0, "accuracy": 0.5, "samples": 48, "stderr": 0.0, "finite": True})
+    with ResultCache() as cache:  # the page finds it as if computed before (no endpoint needed)
+        cache.put("path-result", Result(frame, {"analysis": "landscape", "dims": 1, "summary": {}}))
+        cache.set_alias(request_id(spec_for("landscape", params=params)), "path-result")
+    at = open_page("pages/2_Loss_landscape.py", {"directions": "path", "grid": "5"})
+    assert not at.error, [e.value for e in at.error]
+    (trace,) = chart_data(at)
+    assert trace["type"] == "scatter"
+    assert trace["x"] == pytest.approx(xs.tolist()) and trace["y"] == pytest.approx((1.0 + xs ** 2).tolist())
+
+
 def test_hessian_trace_view_compares_estimators():
     """what=trace from the URL: the table holds Hutchinson and the Krylov-deflated estimate of the
     same trace, the deflated one with the smaller standard error (outliers taken out exactly)."""
-    at = open_page("pages/1_Hessian.py", {"what": "trace", "estimator": "both"})
+    at = open_page("pages/1_Hessian.py", {"what": "trace", "estimator": "both", "probes": "30"}, timeout=300)
     assert not at.error, [e.value for e in at.error]
     frame = at.dataframe[0].value.set_index("estimator")
     assert set(frame.index) == {"hutchinson", "krylov"}

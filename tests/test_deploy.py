@@ -21,17 +21,25 @@ def test_dockerfile_lints_clean():
 
 
 def test_image_installs_like_readme():
+    """README's two commands are what .ci/run and the Dockerfile use: one pip line everywhere."""
     readme = (ROOT / "README.md").read_text()
     docker = (ROOT / "Dockerfile").read_text()
+    test_script = (ROOT / "scripts" / "test.sh").read_text()
     pattern = re.compile(r"pip install ([^&\n`]+?)\s*(?:&&|$)", re.M)  # commands, not prose in backticks
-    readme_installs = set(pattern.findall(readme))
-    docker_installs = set(pattern.findall(docker))
-    assert readme_installs == {"-r requirements.txt -e ."}, readme_installs
-    assert docker_installs == readme_installs, docker_installs
-    for needed in ("EXPOSE 8501", "HEALTHCHECK", "/_stcore/health", "USER 1000", "WORKDIR /app",
-                   '"--server.headless", "true"', '"--server.address", "0.0.0.0"',
-                   '"--server.fileWatcherType", "none"', "VITLENS_CACHE_DIR", "VOLUME"):
+    assert set(pattern.findall(readme)) == {"-r requirements.txt -e ."}
+    assert set(pattern.findall(docker)) == {"-r requirements.txt -e ."}
+    assert set(pattern.findall(test_script)) == {"-r requirements.txt -e .", "-r requirements-test.txt"}
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "<!-- test-command -->" in ci and 'bash -euo pipefail -c "$cmd"' in ci  # CI runs README's command
+    command = readme.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert command == "bash scripts/test.sh"
+    for needed in ("EXPOSE 8501", "HEALTHCHECK", "/_stcore/health", "USER 1000", "WORKDIR /app", "ARG BASE",
+                   "--server.headless true", "--server.address 0.0.0.0", "vitlens check-device",
+                   "--server.fileWatcherType none", "VITLENS_CACHE_DIR", "VOLUME"):
         assert needed in docker, needed
+    assert "nvidia/cuda" not in docker.split("ARG BASE=")[1].split("\n")[0]  # no second CUDA in the image
+    for test_only in ("pytest", "playwright", "hadolint"):
+        assert test_only not in (ROOT / "requirements.txt").read_text().split("# tests:")[0]
 
 
 def test_team_server_config():

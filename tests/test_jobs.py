@@ -1,49 +1,139 @@
-"""The job manager: identical requests join, errors stay one line, cancel, and torchrun jobs."""
+"""The job queue through a real `vitlens worker` process on the SQLite store: submit -> done,
+identical requests join, one-line errors, cancel, the limits, the priority lane, JSON-only
+messages, and torchrun jobs."""
 import json
+import sqlite3
 
 import pytest
 
+from queue_helpers import spec, start_worker, stop, wait_for_workers, wait_until
 from vitlens.engine import JobSpec, cached_result, run
-from vitlens.jobs import CANCELLED, DONE, FAILED, JobManager
+from vitlens.errors import VitlensError
+from vitlens.jobs import CANCELLED, DONE, FAILED, RUNNING, JobManager
 
 
-def spec(**kw):
-    base = dict(analysis="variance", model="demo_resnet", samples=32, batch_size=16, device="cpu")
-    base.update(kw)
-    return JobSpec(**base)
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One worker process for this module's tests, on its own cache folder and SQLite queue."""
+    home = tmp_path_factory.mktemp("queue")
+    env = {"VITLENS_CACHE_DIR": str(home / "results")}
+    proc = start_worker(env, "w1", home)
+    yield env, proc
+    stop(proc)
 
 
-def test_identical_requests_join_and_fill_the_cache():
-    jobs = JobManager(workers=1)
-    first, second = jobs.submit(spec()), jobs.submit(spec())
-    assert first is second and first.requests == 2
-    jobs.wait(first)
-    assert first.state == DONE and cached_result(spec()) is not None
+@pytest.fixture
+def jobs(shared, monkeypatch):
+    env, proc = shared
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    manager = JobManager(embedded_workers=0)
+    wait_for_workers(manager, ["w1"])
+    assert proc.poll() is None, proc.log.read_text()[-2000:]
+    return manager
 
 
-def test_failure_is_one_line_and_next_job_works():
-    jobs = JobManager(workers=1)
-    bad = jobs.wait(jobs.submit(spec(model="timm:no_such_net")))
+def test_submit_runs_in_the_worker_and_identical_requests_join(jobs):
+    first = jobs.submit(spec(seed=11), session="ana")
+    second = jobs.submit(spec(seed=11), session="ben")
+    assert second.id == first.id and second.requests == 2
+    done = jobs.wait(first, timeout=120)
+    assert done.state == DONE, done.error
+    assert done.worker == "w1" and not done.from_cache and done.fraction == 1.0
+    assert cached_result(spec(seed=11)) is not None
+    assert jobs.find(spec(seed=11)).id == first.id
+
+
+def test_failure_is_one_line_and_next_job_works(jobs):
+    bad = jobs.wait(jobs.submit(spec(model="timm:no_such_net")), timeout=120)
     assert bad.state == FAILED and "unknown timm model" in bad.error and "\n" not in bad.error
-    good = jobs.wait(jobs.submit(spec(seed=1)))
-    assert good.state == DONE
+    good = jobs.wait(jobs.submit(spec(seed=12)), timeout=120)
+    assert good.state == DONE, good.error
 
 
-def test_cancel_a_queued_job():
-    jobs = JobManager(workers=1)
-    running = jobs.submit(spec(analysis="cka", samples=256, seed=5))
-    queued = jobs.submit(spec(seed=6))
-    assert jobs.cancel(queued.id)
-    jobs.wait(running)
-    assert queued.state == CANCELLED and cached_result(spec(seed=6)) is None
+def test_cancel_a_running_and_a_queued_job(jobs):
+    slow = spec(analysis="landscape", samples=64, seed=13, params={"grid": 9})
+    running = jobs.submit(slow, session="ana")
+    queued = jobs.submit(spec(analysis="landscape", samples=64, seed=14, params={"grid": 9}), session="ana")
+    assert jobs.cancel(queued.id) and jobs.get(queued.id).state == CANCELLED
+    wait_until(lambda: (j := jobs.get(running.id)).state == RUNNING and j.done > 0, 120, "the job to start")
+    assert jobs.get(running.id).eta() is not None  # time left is known once there is progress
+    assert jobs.cancel(running.id)
+    final = jobs.wait(running, timeout=60)
+    assert final.state == CANCELLED and final.cancel_requested
+    assert cached_result(slow) is None and cached_result(spec(analysis="landscape", samples=64, seed=14,
+                                                                 params={"grid": 9})) is None
+    assert not jobs.cancel(running.id)  # not active any more
 
 
-def test_worker_runs_sharded_analyses_with_torchrun(monkeypatch):
-    monkeypatch.setenv("VITLENS_RANKS", "2")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_limits_refuse_with_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))  # a queue without workers
+    monkeypatch.setenv("VITLENS_MAX_JOBS_PER_SESSION", "2")
+    monkeypatch.setenv("VITLENS_MAX_JOBS", "3")
+    monkeypatch.setenv("VITLENS_MAX_GRID", "11")
+    monkeypatch.setenv("VITLENS_MAX_SAMPLES", "1000")
+    monkeypatch.setenv("VITLENS_MAX_CLASSES", "100")
+    monkeypatch.setenv("VITLENS_MAX_MINIBATCHES", "50")
+    jobs = JobManager(embedded_workers=0)
+    for request, words in ((spec(analysis="landscape", params={"grid": 21}), "grid 21 is over this server's limit of 11"),
+                           (spec(samples=5000), "samples 5000"),
+                           (spec(model="timm:resnet18", model_args={"num_classes": 1000}), "num_classes 1000"),
+                           (spec(analysis="hessian", params={"what": "spectrum", "minibatches": 500}), "minibatches 500")):
+        with pytest.raises(VitlensError, match=words) as info:
+            jobs.submit(request, session="ana")
+        assert "\n" not in str(info.value)
+    assert jobs.pending() == 0 and jobs.jobs() == []  # refused requests are no queue entries
+    jobs.submit(spec(seed=1), session="ana")
+    jobs.submit(spec(seed=2), session="ana")
+    with pytest.raises(VitlensError, match="you have 2 jobs queued or running"):
+        jobs.submit(spec(seed=3), session="ana")
+    assert jobs.submit(spec(seed=1), session="ana").requests == 2  # joining a job is always allowed
+    jobs.submit(spec(seed=3), session="ben")
+    with pytest.raises(VitlensError, match="the job queue is full"):
+        jobs.submit(spec(seed=4), session="cyd")
+    assert jobs.pending() == 3
+
+
+def test_cheap_analyses_and_other_sessions_go_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    jobs = JobManager(embedded_workers=0)
+    heavy = jobs.submit(spec(analysis="landscape", params={"grid": 5}), session="ana")
+    a1, a2, a3 = (jobs.submit(spec(seed=s), session="ana") for s in (1, 2, 3))
+    b1 = jobs.submit(spec(seed=4), session="ben")
+    order = []
+    while (task := jobs.huey.dequeue()) is not None:
+        order.append(task.args[1])
+    # the interactive lane first; in it ben's first job before ana's (she has a job queued already),
+    # then hers in order; the landscape last
+    assert order == [b1.id, a1.id, a2.id, a3.id, heavy.id]
+
+
+def test_queue_messages_are_json_not_pickles(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    jobs = JobManager(embedded_workers=0)
+    job = jobs.submit(spec(seed=7), session="ana")
+    with sqlite3.connect(jobs.location) as db:
+        (data,), = db.execute("select data from task").fetchall()
+        records = dict(db.execute("select key, value from kv").fetchall())
+    message = json.loads(data)
+    assert message["args"][1] == job.id and JobSpec(**json.loads(message["args"][0])) == spec(seed=7)
+    assert all(isinstance(json.loads(v), (dict, str, float)) for v in records.values())
+    import pickle
+    with pytest.raises(ValueError):
+        jobs.huey.serializer.deserialize(pickle.dumps({"planted": 1}))
+    assert oct((tmp_path / "results" / "queue").stat().st_mode & 0o777) == "0o700"
+
+
+def test_worker_runs_sharded_analyses_with_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    jobs = JobManager(embedded_workers=0)
     request = spec(analysis="hessian", samples=64, params={"what": "spectrum", "top_k": 2, "tol": 1e-3})
-    jobs = JobManager(workers=1)
-    job = jobs.wait(jobs.submit(request), timeout=300)
+    job = jobs.submit(request)
+    proc = start_worker({"VITLENS_CACHE_DIR": str(tmp_path / "results")}, "ranks2", tmp_path, VITLENS_RANKS="2")
+    try:
+        job = jobs.wait(job, timeout=300)
+    finally:
+        stop(proc)
     assert job.state == DONE, job.error
     two = cached_result(request)
     assert two is not None and two.meta["summary"]["ranks"] == 2

@@ -1,8 +1,7 @@
 """Disk cache of analysis Results, keyed by what produced them.
 
 What is cached: one `Result` per (model weights, data spec, analysis, params, vitlens version),
-plus a small JSON index record per Result (for `vitlens cache ls`) and JSON progress records that
-a running job writes and the dashboard polls.
+plus a small JSON index record per Result (for `vitlens cache ls`).
 
 The key: `cache_key(model_fingerprint(model), data_spec, analysis, params)` is the sha256 of a
 canonical JSON of those four and the vitlens version, so new weights, another data set, another
@@ -18,11 +17,13 @@ entry is dropped (with a warning) and the caller recomputes.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
-import math
 import os
 import re
+import secrets
+import sqlite3
 import stat
 import time
 from importlib import metadata
@@ -45,14 +46,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_SIZE_LIMIT = 2 * 1024**3  # 2 GiB
 _DEFAULT_DIR = "~/.cache/vitlens/results"
 
-# Storage keys are namespaced so results, index records and progress never collide.
+# Storage keys are namespaced so results, index records and aliases never collide.
 _RESULT_PREFIX = "result:"
 _INDEX_PREFIX = "index:"
-_PROGRESS_PREFIX = "progress:"
 _ALIAS_PREFIX = "alias:"
 
 # Stored result = magic + sha256(payload) + payload; the checksum catches bit rot and truncation.
-_ENVELOPE_MAGIC = b"VLC1"
+_ENVELOPE_MAGIC = b"VLC2"  # VLC2: the checksum is an HMAC keyed with the folder's secret
+SECRET_FILE = "secret.key"
 _DIGEST_SIZE = hashlib.sha256().digest_size
 
 
@@ -84,7 +85,12 @@ def _ensure_private_dir(path: Path) -> Path:
             except OSError as error:
                 raise VitlensError(f"cannot create cache folder '{p}': {error.strerror}") from None
             os.chmod(p, 0o700)  # mkdir's mode is filtered by the umask
-    mode = path.stat().st_mode
+    info = path.stat()
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        # Its owner could plant entries, whatever the mode says (root is no exception).
+        raise VitlensError(f"cache folder '{path}' belongs to another user (uid {info.st_uid}); "
+                           "set VITLENS_CACHE_DIR to a folder of your own")
+    mode = info.st_mode
     if mode & 0o077:
         # Anyone who can write here could plant entries; only the owner may tighten it.
         try:
@@ -205,18 +211,54 @@ def _is_native(value: Any) -> bool:
     return type(value) in (bytes, str, float)
 
 
-def _seal(payload: bytes) -> bytes:
-    return _ENVELOPE_MAGIC + hashlib.sha256(payload).digest() + payload
+def _seal(payload: bytes, secret: bytes) -> bytes:
+    return _ENVELOPE_MAGIC + hmac.new(secret, payload, hashlib.sha256).digest() + payload
 
 
-def _unseal(blob: Any) -> bytes:
+def _unseal(blob: Any, secret: bytes) -> bytes:
+    """The payload of a sealed entry. The seal is an HMAC with the cache's own secret (a 0600 file
+    in the folder): an entry written by anyone without that secret is refused, not loaded."""
     if not isinstance(blob, bytes) or not blob.startswith(_ENVELOPE_MAGIC):
         raise UnsafeEntry("not a vitlens cache entry")
     start = len(_ENVELOPE_MAGIC)
     digest, payload = blob[start:start + _DIGEST_SIZE], blob[start + _DIGEST_SIZE:]
-    if hashlib.sha256(payload).digest() != digest:
+    if not hmac.compare_digest(hmac.new(secret, payload, hashlib.sha256).digest(), digest):
         raise UnsafeEntry("checksum mismatch")
     return payload
+
+
+def _secret(directory: Path) -> bytes:
+    """The cache folder's HMAC key, created once (0600)."""
+    path = directory / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def _open_diskcache(directory: Path, size_limit: int) -> diskcache.Cache:
+    """The diskcache, or a fresh one when its database is corrupt (the bad file is moved aside
+    with one warning: a corrupt cache must not take the dashboard and the CLI down)."""
+    def open_it():
+        # Settings are passed explicitly: those stored in the folder's database would win otherwise.
+        cache = diskcache.Cache(str(directory), disk=DataOnlyDisk, size_limit=size_limit,
+                                eviction_policy="least-recently-used")
+        cache.get("probe:")  # reads the database: a corrupt file fails here
+        return cache
+    try:
+        return open_it()
+    except sqlite3.DatabaseError as error:
+        database = directory / "cache.db"
+        aside = directory / f"cache.db.corrupt-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{database}{suffix}").exists():
+                os.replace(f"{database}{suffix}", f"{aside}{suffix}")
+        logger.warning("cache database %s is corrupt (%s); moved it to %s and started a fresh cache",
+                       database, error, aside.name)
+        return open_it()
 
 
 def _check_key(key: Any) -> str:
@@ -236,10 +278,8 @@ class ResultCache:
         if size_limit is None:
             size_limit = os.environ.get("VITLENS_CACHE_SIZE") or DEFAULT_SIZE_LIMIT
         self.size_limit = parse_size(size_limit)
-        # Settings are passed explicitly: those stored in the folder's database would win otherwise.
-        self._cache = diskcache.Cache(
-            str(self.directory), disk=DataOnlyDisk,
-            size_limit=self.size_limit, eviction_policy="least-recently-used")
+        self._secret = _secret(self.directory)
+        self._cache = _open_diskcache(self.directory, self.size_limit)
 
     # ---- results
 
@@ -250,7 +290,7 @@ class ResultCache:
             blob = self._cache.get(_RESULT_PREFIX + key)
             if blob is None:
                 return None
-            result = Result.from_bytes(_unseal(blob))
+            result = Result.from_bytes(_unseal(blob, self._secret))
         except (UnsafeEntry, ValueError, OSError) as error:
             # Includes Parquet/JSON decode errors (ArrowInvalid and JSONDecodeError are
             # ValueErrors); recomputing is always safe, loading a bad entry is not.
@@ -268,7 +308,12 @@ class ResultCache:
             raise TypeError(f"only Results are cached, got {type(result).__name__}")
         if info is not None and not isinstance(info, dict):
             raise VitlensError(f"cache info must be a dict, got {type(info).__name__}")
-        blob = _seal(result.to_bytes())
+        blob = _seal(result.to_bytes(), self._secret)
+        if len(blob) > self.size_limit // 2:
+            # It would be evicted at once (or push out everything else), and a page would ask for it
+            # again and again.
+            raise VitlensError(f"the result ({len(blob) / 2**20:.1f} MiB) does not fit the cache "
+                               f"({self.size_limit / 2**20:.1f} MiB); raise VITLENS_CACHE_SIZE")
         # One set per entry: diskcache writes the value file before the row, so readers never see
         # half a Result. The index is written second; ls() tolerates a missing one.
         self._cache.set(_RESULT_PREFIX + key, blob)
@@ -281,18 +326,14 @@ class ResultCache:
         cached = self.get(key)
         if cached is not None:
             return cached, True
-        try:
-            result = compute()
-        finally:
-            self.clear_progress(key)  # the job is over either way; stale progress would mislead
+        result = compute()
         self.put(key, result, info)  # only reached when compute returned normally
         return result, False
 
     def delete(self, key: str) -> bool:
-        """Remove a Result and its index and progress records; True if a Result was there."""
+        """Remove a Result and its index record; True if a Result was there."""
         key = _check_key(key)
         self._cache.delete(_INDEX_PREFIX + key)
-        self._cache.delete(_PROGRESS_PREFIX + key)
         return self._cache.delete(_RESULT_PREFIX + key)
 
     def __contains__(self, key: str) -> bool:
@@ -342,36 +383,6 @@ class ResultCache:
     def volume(self) -> int:
         """Estimated bytes on disk."""
         return self._cache.volume()
-
-    # ---- progress
-
-    def set_progress(self, key: str, done: float, total: float, message: str = "") -> None:
-        """Record progress of the job computing `key` (JSON, with start and update times)."""
-        key = _check_key(key)
-        for name, value in (("done", done), ("total", total)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise VitlensError(f"progress {name} must be a finite number >= 0, got {value!r}")
-        now = time.time()
-        previous = self._read_json(_PROGRESS_PREFIX + key) or {}
-        record = {"done": float(done), "total": float(total), "message": str(message),
-                  "started": previous.get("started", now), "updated": now}
-        self._cache.set(_PROGRESS_PREFIX + key, json.dumps(record))
-
-    def get_progress(self, key: str) -> dict | None:
-        """Progress record plus `fraction` and `eta_s` (seconds left, None until known)."""
-        record = self._read_json(_PROGRESS_PREFIX + _check_key(key))
-        if record is None:
-            return None
-        done, total = record.get("done", 0.0), record.get("total", 0.0)
-        elapsed = record.get("updated", 0.0) - record.get("started", 0.0)
-        record["fraction"] = min(done / total, 1.0) if total > 0 else None
-        # Linear extrapolation from the rate so far; good enough for a progress bar.
-        known = done > 0 and total > 0
-        record["eta_s"] = elapsed / done * max(total - done, 0.0) if known else None
-        return record
-
-    def clear_progress(self, key: str) -> None:
-        self._cache.delete(_PROGRESS_PREFIX + _check_key(key))
 
     # ---- helpers and lifetime
 

@@ -8,6 +8,7 @@
     vitlens run ANALYSIS --help            the analysis' options (declared once, `vitlens.options`)
     vitlens analyses [NAME] [--markdown]   the analyses and their options
     vitlens cache ls|clear
+    vitlens worker                         run queued dashboard jobs (SIGTERM: back to the queue, exit)
 
 Exit status: 0 success, 2 bad input (one-line error, no traceback), 1 internal failure.
 Set VITLENS_DEBUG=1 to see the traceback of an internal failure.
@@ -21,9 +22,23 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import timm
+import torch
+
+from . import distributed
 from .analyses import get_analysis, list_analyses
+from .cache import ResultCache, cache_dir
+from .data import list_datasets
+from .device import resolve_device
+from .engine import JobSpec, build_model, run
 from .errors import VitlensError
+from .models import describe_blocks, list_models, load_model
+from .models.checkpoints import RELEASED, released_checkpoint
+from .models.registry import check_model_args
 from .options import Option, markdown_table
+from .result import Result
+from .train import TRAIN_OPTIONS, train
 
 
 def _json_arg(text: str | None, what: str) -> dict:
@@ -32,7 +47,9 @@ def _json_arg(text: str | None, what: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise VitlensError(f"{what} is not valid JSON ({err.msg} at column {err.colno}): {text}") from None
+        raise VitlensError(f"{what} is not valid JSON ({err.msg} at column {err.colno}): {text[:80]}") from None
+    except RecursionError:
+        raise VitlensError(f"{what} is nested too deeply") from None
     if not isinstance(value, dict):
         raise VitlensError(f"{what} must be a JSON object like '{{\"num_classes\": 10}}'")
     return value
@@ -58,14 +75,14 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="timm:NAME or a registered name (see `vitlens models`)")
+def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--model", required=default is None, default=default,
+                   help="timm:NAME or a registered name (see `vitlens models`)" + (f"; default {default}" if default else ""))
     p.add_argument("--model-args", default=None, help='JSON kwargs, e.g. \'{"num_classes": 10, "img_size": 32}\'')
     p.add_argument("--checkpoint", default=None, help=".pt/.pth/.pth.tar/.safetensors weights (loaded as data)")
 
 
 def _load(args) -> "object":
-    from .engine import JobSpec, build_model
     spec = JobSpec(analysis="", model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
                    checkpoint=args.checkpoint)
     return build_model(spec)
@@ -74,9 +91,6 @@ def _load(args) -> "object":
 # ----------------------------------------------------------------------------- commands
 
 def cmd_models(args) -> int:
-    from .models import list_models
-    from .models.checkpoints import RELEASED, released_checkpoint
-
     def weights(e):
         released = released_checkpoint(e.name)
         return "shipped" if e.pretrained else f"released ({released.dataset})" if released else ""
@@ -90,7 +104,6 @@ def cmd_models(args) -> int:
               f"--checkpoint {r.file} --dataset {r.dataset}")
     print("\nany timm model: timm:NAME (e.g. timm:vit_tiny_patch16_224 with --model-args '{\"num_classes\": 10}')")
     if args.timm:
-        import timm
         names = timm.list_models(args.timm)
         print(f"\ntimm models matching '{args.timm}' ({len(names)}):")
         for name in names:
@@ -99,7 +112,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .data import list_datasets
     rows = list_datasets(args.root)
     columns = [c for c in ("name", "num_classes", "train", "test", "offline", "description") if any(c in r for r in rows)]
     _print_table(rows, columns)
@@ -107,22 +119,18 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_blocks(args) -> int:
-    from .models import describe_blocks
     model = _load(args)
     rows = describe_blocks(model)
     _print_table(rows, ["index", "name", "kind", "stage", "output_shape", "params", "skippable", "guessed"])
     if args.out:
-        import pandas as pd
-
-        from .result import Result
         Result(pd.DataFrame(rows), {"model": args.model}).save(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_train(args) -> int:
-    from .device import resolve_device
-    from .train import train
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise VitlensError(f"--out must be a folder for the checkpoints; '{args.out}' is a file")
     model = _load(args) if args.checkpoint else _fresh(args)
     train(model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           weight_decay=args.weight_decay, seed=args.seed, subsample=args.subsample, augment=args.augment,
@@ -134,16 +142,12 @@ def cmd_train(args) -> int:
 
 def _fresh(args):
     """An untrained model for `vitlens train` (seeded, so the run is reproducible)."""
-    import torch
-
-    from .models import load_model
     torch.manual_seed(args.seed)
-    return load_model(args.model, **_json_arg(args.model_args, "--model-args"))
+    return load_model(args.model, **check_model_args(_json_arg(args.model_args, "--model-args")))
 
 
 def spec_from_args(args):
     """The JobSpec of `vitlens run ...` arguments (the worker's torchrun command parses back to its spec)."""
-    from .engine import JobSpec
     params = _json_arg(args.params, "--params")
     params.update(_option_args(args.option))
     params.update({name[len(OPTION_DEST):]: value for name, value in vars(args).items() if name.startswith(OPTION_DEST)})
@@ -167,9 +171,6 @@ def _samples(value: str) -> int | None:
 
 
 def cmd_run(args) -> int:
-    from . import distributed
-    from .engine import JobSpec, run
-    from .device import resolve_device
     distributed.init_from_env(resolve_device(args.device))  # no-op unless started by torchrun
     spec = spec_from_args(args)
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
@@ -187,6 +188,19 @@ def cmd_run(args) -> int:
     if args.out:
         result.save(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_check_device(args) -> int:
+    """Fail fast (one line, exit 2) when the configured device is not usable: the image runs it first."""
+    wanted = (os.environ.get("VITLENS_DEVICE") or "auto").strip().lower()
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise VitlensError(f"VITLENS_DEVICE={wanted} but no usable CUDA GPU: torch {torch.__version__} needs an "
+                           f"NVIDIA driver for CUDA {torch.version.cuda} (>= 580) and the container toolkit "
+                           "(docker run --gpus all); or set VITLENS_DEVICE=cpu")
+    device = resolve_device("auto")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"vitlens: device {device} ({name})", file=sys.stderr)
     return 0
 
 
@@ -211,7 +225,6 @@ def cmd_analyses(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from .cache import ResultCache, cache_dir
     with ResultCache() as cache:
         if args.action == "ls":
             rows = cache.ls()
@@ -224,6 +237,12 @@ def cmd_cache(args) -> int:
         else:
             print(f"removed {cache.clear()} entries from {cache_dir()}")
     return 0
+
+
+def cmd_worker(args) -> int:
+    """Take jobs from the queue ($VITLENS_QUEUE or the SQLite file under the cache) until SIGTERM."""
+    from .worker import serve
+    return serve(args.queue, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -252,12 +271,12 @@ def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> 
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    _add_model_args(p)
+    _add_model_args(p, default="demo_resnet")  # `vitlens run findings --models A,B` needs no base model
     p.add_argument("--dataset", default="digits")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--samples", type=_samples, default=256, help="number of samples (deterministic subset) or all")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--batch-size", type=_typed(Option("batch_size", int, 64, "", low=1, high=1 << 20)), default=64)
+    p.add_argument("--seed", type=_typed(Option("seed", int, 0, "", low=0, high=2**63 - 1)), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--params", default=None, help="analysis options as a JSON object")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
@@ -266,18 +285,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        return Option("batch_size", int, 1, "", low=1, high=1 << 20).parse(value)
-    except VitlensError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _seed(value: str) -> int:
-    try:
-        return Option("seed", int, 0, "", low=0, high=2**63 - 1).parse(value)
-    except VitlensError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+def _typed(option: Option):
+    """An argparse type that parses by OPTION's declaration (one-line errors, exit 2)."""
+    def parse(value: str):
+        try:
+            return option.parse(value)
+        except VitlensError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = option.type.__name__
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,16 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model, saving a checkpoint per epoch")
     _add_model_args(p)
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--subsample", type=float, default=1.0, help="fraction of the train split to use")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=5e-2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--augment", default=None, choices=[None, "crop_flip", "randaugment"])
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    for o in TRAIN_OPTIONS:
+        p.add_argument(o.flag, type=_typed(o), default=o.default, required=o.name == "epochs",
+                       help=f"{o.help} ({o.describe()})".replace("%", "%%"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="folder for epoch_NNN.safetensors")
     p.set_defaults(func=cmd_train)
@@ -323,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_args(q)
         _add_analysis_options(q, list(analysis.options))
 
+    p = sub.add_parser("check-device", help="check that the configured device ($VITLENS_DEVICE) is usable")
+    p.set_defaults(func=cmd_check_device)
+
     p = sub.add_parser("analyses", help="list the analyses and their options")
     p.add_argument("name", nargs="?", default=None, help="one analysis: its options")
     p.add_argument("--markdown", action="store_true", help="README's option table of NAME")
@@ -331,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="list or clear the result cache")
     p.add_argument("action", choices=["ls", "clear"])
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("worker", help="run the dashboard's queued jobs (one at a time; start one per GPU)")
+    p.add_argument("--queue", default=None, help="redis://host:port/db or sqlite://PATH (default: $VITLENS_QUEUE, "
+                   "else the SQLite queue under the cache folder)")
+    p.add_argument("--name", default=None, help="worker name shown on the Jobs page (default: host-pid)")
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # embedded: exit with the dashboard
+    p.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

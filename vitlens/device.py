@@ -1,6 +1,8 @@
 """Pick the torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when present)."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import VitlensError
@@ -8,7 +10,6 @@ from .errors import VitlensError
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """"auto" follows $VITLENS_DEVICE when set (a server's operator picks the GPU), else CUDA if present."""
-    import os
     name = (name or "auto").strip().lower()
     if name == "auto":
         name = (os.environ.get("VITLENS_DEVICE") or "auto").strip().lower()

@@ -30,7 +30,7 @@ from .errors import VitlensError
 from .features import collect
 from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
-from .models.registry import list_models
+from .models.registry import check_model_args, list_models
 from .progress import Progress, ProgressCallback, cli_progress
 from .result import Result
 
@@ -77,7 +77,7 @@ class Context:
 
 def build_model(spec: JobSpec) -> nn.Module:
     """The model a JobSpec names, with its checkpoint loaded (demo models: shipped weights)."""
-    args = dict(spec.model_args)
+    args = check_model_args(spec.model_args)
     shipped = {e.name for e in list_models() if e.pretrained is not None}
     if spec.checkpoint is None and spec.model in shipped and "pretrained" not in args:
         args["pretrained"] = True  # demo models default to their trained weights
@@ -85,6 +85,21 @@ def build_model(spec: JobSpec) -> nn.Module:
     if spec.checkpoint:
         load_checkpoint(model, spec.checkpoint)
     return model
+
+
+def check_fits(model: nn.Module, dataset, spec: JobSpec) -> None:
+    """One-line errors for data the model cannot take (instead of a failure deep inside torch)."""
+    channels = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (None,))[0]
+    first = dataset[0][0]
+    if channels and hasattr(first, "shape") and len(first.shape) == 3 and first.shape[0] != channels:
+        raise VitlensError(f"{spec.dataset} has {first.shape[0]}-channel images but {spec.model} takes {channels} "
+                           f"channels; use data with {channels} channels or --model-args '{{\"in_chans\": "
+                           f"{first.shape[0]}}}'")
+    outputs = getattr(model, "num_classes", None) or (model.pretrained_cfg or {}).get("num_classes")
+    labels = getattr(dataset, "num_classes", None)
+    if outputs and labels and labels > outputs:
+        raise VitlensError(f"{spec.dataset} has labels up to {labels - 1} but {spec.model} has {outputs} classes; "
+                           f"pass --model-args '{{\"num_classes\": {labels}}}'")
 
 
 def resolve_params(analysis: Analysis, params: dict) -> dict:
@@ -110,6 +125,24 @@ def referenced_files(spec: JobSpec) -> dict:
     return {name: _file_stats(spec.params[name]) for name in names if spec.params.get(name)}
 
 
+def data_files(dataset: str) -> str | None:
+    """A digest of the name, size and time of every file behind a `tensors:`/`folder:` data spec, so
+    relabelled or replaced data gives a new Result (None for the named data sets)."""
+    kind, _, path = dataset.partition(":")
+    if kind not in ("tensors", "folder") or not path:
+        return None
+    root = Path(path).expanduser()
+    digest = hashlib.sha256()
+    try:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            st = f.stat()
+            digest.update(f"{f.relative_to(root) if f != root else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def request_id(spec: JobSpec) -> str:
     """A hash of what the user asked for (the spec, plus the size and time of every weight file it reads).
 
@@ -119,6 +152,7 @@ def request_id(spec: JobSpec) -> str:
     if spec.checkpoint:
         payload["checkpoint_stat"] = _file_stats(spec.checkpoint)
     payload["files"] = referenced_files(spec)
+    payload["data_files"] = data_files(spec.dataset)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -145,7 +179,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
             return known, True
     model = build_model(spec)
     data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
-                     batch_size=spec.batch_size)
+                     batch_size=spec.batch_size, files=data_files(spec.dataset))
     key = cache_key(model_fingerprint(model), data_spec, spec.analysis,
                     dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
 
@@ -154,6 +188,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
         dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=model)
         if len(dataset) == 0:
             raise VitlensError(f"data set {spec.dataset} ({spec.split}) is empty")
+        check_fits(model, dataset, spec)
         model.to(device).eval()
 
         def make_progress(total: float, desc: str) -> Progress:

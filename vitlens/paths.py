@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from .errors import VitlensError
+from .models.checkpoints import SUFFIXES
 
 
 def _root(env: str, default: str) -> Path:
@@ -50,7 +51,6 @@ def list_checkpoints(root: Path | None = None, limit: int = 500) -> list[str]:
     root = checkpoint_root() if root is None else Path(root)
     if not root.is_dir():
         return []
-    from .models.checkpoints import SUFFIXES
     found = []
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.name.endswith(SUFFIXES):

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .analyses.fourier import high_frequency
 from .result import Result
 
 SHADE = {"msa": "rgba(66, 133, 244, 0.13)", "pool": "rgba(120, 120, 120, 0.16)"}
@@ -75,7 +76,6 @@ def fourier_curves(result: Result) -> go.Figure:
 
 def fourier_high_frequency(result: Result, fig: go.Figure | None = None, label: str | None = None) -> go.Figure:
     """Fig 8: the relative log amplitude at the highest frequency (π) vs normalised depth."""
-    from .analyses.fourier import high_frequency
     return depth_curve(Result(high_frequency(result.frame), result.meta), "relative_log_amplitude",
                        "High-frequency (π) log amplitude vs depth", "Δ log amplitude at π", label, fig)
 

@@ -17,19 +17,35 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .analyses.evaluate import Scores
 from .data import load_data, make_loader, soft_targets
 from .errors import VitlensError
 from .models import save_checkpoint
+from .options import Option
 
 
 @torch.no_grad()
 def accuracy_and_nll(model: nn.Module, loader, device) -> tuple[float, float]:
-    from .analyses.evaluate import Scores
     model.eval()
     scores = Scores()
     for x, y in loader:
         scores.add(model(x.to(device)), torch.as_tensor(y).to(device))
     return scores.accuracy, scores.nll
+
+
+# `vitlens train`'s options, declared once (the CLI's flags, types and ranges come from here).
+TRAIN_OPTIONS = [
+    Option("epochs", int, 10, "epochs", low=1, high=100000),
+    Option("subsample", float, 1.0, "fraction of the train split to use", low=1e-6, high=1.0),
+    Option("batch_size", int, 64, "batch size", low=1, high=1 << 16),
+    Option("lr", float, 2e-3, "AdamW learning rate", low=1e-12, high=10.0),
+    Option("weight_decay", float, 5e-2, "AdamW weight decay", low=0.0, high=100.0),
+    Option("seed", int, 0, "seed", low=0, high=2**63 - 1),
+    Option("augment", str, None, "training augmentation", nullable=True, choices=("crop_flip", "randaugment")),
+    Option("label_smoothing", float, 0.0, "label smoothing", low=0.0, high=1.0),
+    Option("mixup", float, 0.0, "mixup alpha (0 = off)", low=0.0, high=100.0),
+    Option("cutmix", float, 0.0, "cutmix alpha (0 = off)", low=0.0, high=100.0),
+]
 
 
 def train(model: nn.Module, dataset: str = "digits", epochs: int = 10, batch_size: int = 64,

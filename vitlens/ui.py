@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from .analyses import get_analysis, list_analyses
+from .cache import parse_size
 from .data import DATASET_NAMES
 from .engine import JobSpec, cached_result
 from .errors import VitlensError
-from .jobs import CANCELLED, DONE, FAILED, manager
+from .jobs import CANCELLED, DONE, FAILED, QUEUED, Job, manager
 from .models import list_models
+from .models.checkpoints import SUFFIXES as CHECKPOINT_SUFFIXES, read_state_dict
+from .models.registry import check_model_args
 from .options import Option
 from .paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
 from .result import Result
@@ -97,6 +104,11 @@ def widget(name: str, default: Any, render: Callable, label: str, scoped: bool =
     if "options" in kwargs and current not in kwargs["options"]:
         current = default if default in kwargs["options"] else kwargs["options"][0]
         st.session_state[store] = current
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if isinstance(current, (int, float)) and not isinstance(current, bool) and (
+            current != current or (low is not None and current < low) or (high is not None and current > high)):
+        current = default  # a link's out-of-range number (samples=1e9, seed=-5): the default, not a crash
+        st.session_state[store] = current
     if key not in st.session_state or st.session_state[key] != current:
         st.session_state[key] = current
     render(label, key=key, on_change=_set, args=(store, key), **kwargs)
@@ -142,12 +154,12 @@ def control(name: str, default: Any, render: Callable | None = None, label: str 
 
 def options(spec: JobSpec | None, names: list[str] | None = None, labels: dict | None = None,
             **widget_args) -> dict:
-    """Draw the widgets of SPEC's analysis options (NAMES, default all; in that order) from their
+    """Draw the widgets of SPEC's analysis options (NAMES, default the analysis' `page_options`; in that order) from their
     declarations, and set spec.params to the values drawn. An option whose `applies` rule does not
     hold for the values above it is not drawn and stays at its default. WIDGET_ARGS maps an option
     name to extra widget arguments (step, format)."""
     analysis = get_analysis(_scope_analysis())
-    chosen = [analysis.option(n) for n in names] if names is not None else list(analysis.options)
+    chosen = [analysis.option(n) for n in (analysis.shown if names is None else names)]
     labels = labels or {}
     values = dict(analysis.defaults)
     shown = {}
@@ -196,18 +208,49 @@ SPEC_FIELDS = ["model", "model_args", "checkpoint", "dataset", "folder", "split"
                "batch_size", "device"]
 
 
+UPLOADS = "uploads"
+UPLOAD_QUOTA = os.environ.get("VITLENS_UPLOAD_QUOTA", "2G")    # per session
+UPLOAD_DAYS = float(os.environ.get("VITLENS_UPLOAD_DAYS", "7"))  # older uploads are deleted
+
+
+def upload_folder() -> str:
+    """This session's upload folder, relative to the checkpoint root: uploads are private to it."""
+    return f"{UPLOADS}/{hashlib.sha256(session_id().encode()).hexdigest()[:16]}"
+
+
+def _expire_uploads(root: Path) -> None:
+    cutoff = time.time() - UPLOAD_DAYS * 86400
+    for path in (root / UPLOADS).glob("*/*"):
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
 def _save_upload(upload) -> str:
-    """Store an uploaded checkpoint under the checkpoint root (name from its hash); returns the
-    path relative to the root. It is only ever loaded as data (weights_only / safetensors)."""
+    """Store an uploaded checkpoint in this session's upload folder (name from its hash); returns
+    the path relative to the checkpoint root. It must read as weights (as data only: weights_only /
+    safetensors) or it is deleted again; a per-session quota applies and old uploads expire."""
     data = upload.getvalue()
-    suffix = next((s for s in (".safetensors", ".pth.tar", ".pth", ".pt") if upload.name.endswith(s)), None)
+    suffix = next((s for s in CHECKPOINT_SUFFIXES if upload.name.endswith(s)), None)
     if suffix is None:
-        raise VitlensError(f"upload '{upload.name}' must be .safetensors, .pt, .pth or .pth.tar")
-    folder = checkpoint_root() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-    (folder / name).write_bytes(data)
-    return f"uploads/{name}"
+        raise VitlensError(f"upload '{upload.name}' must be one of {', '.join(CHECKPOINT_SUFFIXES)}")
+    root = checkpoint_root()
+    _expire_uploads(root)
+    folder = root / upload_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:  # e.g. the checkpoint folder is mounted read-only
+        raise VitlensError(f"uploads are off on this server: cannot write {root} ({err.strerror})") from None
+    used = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    if used + len(data) > parse_size(UPLOAD_QUOTA):
+        raise VitlensError(f"upload quota of this session ({UPLOAD_QUOTA}, VITLENS_UPLOAD_QUOTA) is used up")
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    path.write_bytes(data)
+    try:
+        read_state_dict(path)
+    except VitlensError:
+        path.unlink(missing_ok=True)  # refused files do not stay
+        raise
+    return str(path.relative_to(root))
 
 
 def sidebar(analysis: str = "") -> JobSpec | None:
@@ -235,7 +278,8 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     st.session_state["vl_model"] = model
     model_args = widget("model_args", "", sb.text_input, "Model args (JSON)",
                         placeholder='{"num_classes": 10, "img_size": 32}')
-    checkpoints = [""] + list_checkpoints()
+    mine = upload_folder() + "/"  # other sessions' uploads are neither listed nor loadable
+    checkpoints = [""] + [c for c in list_checkpoints() if not c.startswith(UPLOADS + "/") or c.startswith(mine)]
     current_ckpt = value("checkpoint", "")
     if current_ckpt and current_ckpt not in checkpoints:
         checkpoints.append(current_ckpt)
@@ -263,13 +307,17 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     _sync_url(clean=False)
     sb.header("Analysis")
     try:
-        args = json.loads(model_args) if model_args.strip() else {}
-        if not isinstance(args, dict):
-            raise VitlensError("model args must be a JSON object")
+        args = check_model_args(json.loads(model_args) if model_args.strip() else {})
         ckpt_path = str(resolve_inside(checkpoint_root(), checkpoint, "checkpoint")) if checkpoint else None
+        if ckpt_path and Path(ckpt_path).relative_to(checkpoint_root().resolve()).parts[:1] == (UPLOADS,) \
+                and not Path(ckpt_path).is_relative_to((checkpoint_root() / upload_folder()).resolve()):
+            raise VitlensError("that checkpoint is another session's upload; upload your own copy")
         data_spec = dataset
         if dataset == "folder":
             data_spec = f"folder:{resolve_inside(data_root(), folder, 'data folder')}"
+    except RecursionError:  # JSON nested thousands deep
+        st.error("Selection: model args are nested too deeply")
+        return None
     except (json.JSONDecodeError, VitlensError) as err:
         st.error(f"Selection: {err}".splitlines()[0])
         return None
@@ -284,19 +332,42 @@ def autorun_default(spec: JobSpec) -> bool:
     return spec.model.startswith("demo_") and (spec.samples or 0) <= 2048
 
 
+def session_id() -> str:
+    """This browser session's id (Streamlit's own; a uuid kept in the session state outside a server run).
+
+    The job limits count per session (`VITLENS_MAX_JOBS_PER_SESSION`)."""
+    if "vl_session_id" not in st.session_state:
+        ctx = get_script_run_ctx(suppress_warning=True)
+        st.session_state["vl_session_id"] = ctx.session_id if ctx is not None else uuid.uuid4().hex
+    return st.session_state["vl_session_id"]
+
+
+def _refused(spec: JobSpec, error: VitlensError) -> Job:
+    """A job-shaped answer for a request the limits refused (shown like a failed job; never queued)."""
+    return Job(id="", request="", spec=spec, state=FAILED, error=str(error).splitlines()[0])
+
+
+def submit(spec: JobSpec) -> Job:
+    """Queue SPEC for this session (or join its running job); over a limit: a failed, unqueued job."""
+    try:
+        return manager().submit(spec, session=session_id())
+    except VitlensError as err:
+        return _refused(spec, err)
+
+
 def result_or_job(spec: JobSpec, autorun: bool | None = None):
     """(Result, None) when SPEC was computed before, else (None, its latest job or None).
 
     A job is submitted here when AUTORUN (default: cheap demo models, see `autorun_default`) and
-    none exists, or when a finished job's Result has since been evicted from the cache."""
+    none exists, or when a finished job's Result has since been evicted from the cache. A request
+    over the server's limits comes back as a failed job with the one-line reason (nothing queued)."""
     result = cached_result(spec)
     if result is not None:
         return result, None
-    jobs = manager()
-    job = jobs.find(spec)
+    job = manager().find(spec)
     autorun = autorun_default(spec) if autorun is None else autorun
     if (job is None and autorun) or (job is not None and job.state == DONE):
-        job = jobs.submit(spec)
+        job = submit(spec)
     return None, job
 
 
@@ -311,14 +382,17 @@ def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | N
         return result
     if job is None or job.state == CANCELLED:
         if st.button("Run", type="primary", key=f"run_{spec.analysis}"):
-            manager().submit(spec)
-            st.rerun()
+            job = submit(spec)
+            if job.state != FAILED:
+                st.rerun()
+            st.error(job.error)
+            return None
         st.info("Not computed yet: press Run (it runs in the background; you can switch pages).")
         return None
     if job.state == FAILED:
         st.error(job.error or "the job failed")
         if st.button("Try again", key=f"retry_{spec.analysis}"):
-            manager().submit(spec)
+            submit(spec)
             st.rerun()
         return None
     _progress(job.id)
@@ -327,7 +401,8 @@ def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | N
 
 @st.fragment(run_every=0.5)
 def _progress(job_id: str) -> None:
-    job = manager().get(job_id)
+    jobs = manager()
+    job = jobs.get(job_id)
     if job is None:
         return
     if not job.active:
@@ -336,8 +411,10 @@ def _progress(job_id: str) -> None:
     left = f", about {eta:.0f}s left" if eta is not None else ""
     text = f"{job.spec.analysis} on {job.spec.model}: {job.state} {job.fraction:.0%}{left} {job.message}"
     st.progress(min(max(job.fraction, 0.0), 1.0), text=text)
+    if job.state == QUEUED and not jobs.workers():
+        st.caption("No worker has checked in yet: it is starting, or start one with `vitlens worker`.")
     if st.button("Cancel", key=f"cancel_{job_id}"):
-        manager().cancel(job_id)
+        jobs.cancel(job_id)
 
 
 def convention_caption(result: Result) -> str:
@@ -356,8 +433,7 @@ def download(result: Result, name: str) -> None:
 
 
 def allowed_emails() -> set[str]:
-    """$VITLENS_ALLOWED_EMAILS: comma-separated addresses or @domain entries; empty = sign-in off."""
-    import os
+    """$VITLENS_ALLOWED_EMAILS: comma-separated addresses or @domain entries; unset/empty = sign-in off."""
     return {e.strip().lower() for e in os.environ.get("VITLENS_ALLOWED_EMAILS", "").split(",") if e.strip()}
 
 
@@ -371,6 +447,9 @@ def require_sign_in() -> None:
     On when VITLENS_ALLOWED_EMAILS is set: only those addresses (or @domains) see the dashboard."""
     allowed = allowed_emails()
     if not allowed:
+        if os.environ.get("VITLENS_ALLOWED_EMAILS", "").strip():  # set, but only separators: fail closed
+            st.error("VITLENS_ALLOWED_EMAILS is set but holds no address or @domain; fix it to open the dashboard.")
+            st.stop()
         return
     try:
         configured = "auth" in st.secrets

@@ -23,6 +23,12 @@ class Analysis:
     # or the one convention it follows.
     conventions: str = ""
     page: str = ""  # the dashboard page that shows it (for links)
+    page_options: tuple[str, ...] | None = None  # what that page draws (`ui.options`); None: every option
+
+    @property
+    def shown(self) -> list[str]:
+        """The options the dashboard page draws, in order."""
+        return list(self.page_options) if self.page_options is not None else [o.name for o in self.options]
 
     @property
     def defaults(self) -> dict:
@@ -43,13 +49,17 @@ ANALYSES: dict[str, Analysis] = {}
 
 
 def register_analysis(name: str, description: str, options: Sequence[Option] = (), conventions: str = "",
-                      page: str = ""):
+                      page: str = "", page_options: Sequence[str] | None = None):
     names = [o.name for o in options]
     if len(set(names)) != len(names):
         raise ValueError(f"{name}: an option is declared twice")
 
     def wrap(fn):
-        analysis = Analysis(name, fn, description, tuple(options), conventions, page)
+        analysis = Analysis(name, fn, description, tuple(options), conventions, page,
+                            None if page_options is None else tuple(page_options))
+        unknown = set(analysis.shown) - {o.name for o in options}
+        if unknown:
+            raise ValueError(f"{name}: page_options names undeclared options {sorted(unknown)}")
         ANALYSES[name] = analysis
 
         @functools.wraps(fn)

@@ -137,7 +137,7 @@ def cka_frame(reducer: CKAReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("cka", "linear CKA similarity between the outputs of every pair of blocks, minibatch unbiased "
-                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", page="Similarity",
+                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", page="Similarity", page_options=(),
                    conventions="block outputs flattened per sample; unbiased minibatch HSIC")
 def cka(ctx: Context, params: dict) -> Result:
     reducer = CKAReducer()

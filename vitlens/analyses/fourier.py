@@ -182,7 +182,7 @@ OPTIONS = [
 
 
 @register_analysis("fourier", "relative log amplitude of Fourier-transformed feature maps vs frequency, per block "
-                   "(Park & Kim Fig 2a/8)", OPTIONS, page="Fourier",
+                   "(Park & Kim Fig 2a/8)", OPTIONS, page="Fourier", page_options=("convention", "resolution"),
                    conventions="log(|fft2| + 1e-6), mean over images and channels, half-diagonal minus its k=0 value")
 def fourier(ctx: Context, params: dict) -> Result:
     resolution = params["resolution"]

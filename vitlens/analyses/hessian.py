@@ -208,6 +208,8 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
 
 @register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
                    "per-block curvature; over checkpoints", OPTIONS, page="Hessian",
+                   page_options=("what", "top_k", "minibatches", "minibatch", "together", "estimator", "probes",
+                                 "weight_decay"),
                    conventions="loss = per-sample mean cross-entropy (log_softmax) + (wd/2)||w||^2, eval mode; "
                                "PyHessian's per-minibatch top-k for the spectrum")
 def hessian(ctx: Context, params: dict) -> Result:

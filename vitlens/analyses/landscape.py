@@ -23,7 +23,7 @@ once z * its standard error (z = ``--z``, default 3; regression estimator with t
 as controls) is below max(T, R * |loss|) at two checks in a row, after at least ``--min-samples``
 samples (default 128): each point is then within that bound of the full evaluation with about
 99.7% confidence (a little less in practice; ``--z 4`` for the whole grid at once). See
-`vitlens.landscape.surface`.
+`vitlens.landscape.estimator`.
 
 Resumable: while it runs, the rows computed so far are stored every few seconds in the result
 cache under a key derived from everything that decides the numbers (model weights, data spec,
@@ -166,6 +166,7 @@ def _partial_store(ctx: Context, params: dict):
 
 @register_analysis("landscape", "loss surface along two directions or a 1D path (filter-normalised, Li et al. 2018)",
                    OPTIONS, page="Loss_landscape",
+                   page_options=("convention", "directions", "grid", "range", "weight_decay"),
                    conventions="loss = per-sample mean NLL (log_softmax) + weight_decay * L2, eval mode")
 def landscape(ctx: Context, params: dict) -> Result:
     spec = ctx.spec

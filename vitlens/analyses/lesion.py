@@ -81,7 +81,7 @@ def lesion_frame(block_list: Sequence[Block], intact: Scores, lesioned: dict[int
 
 @register_analysis("lesion", "accuracy and NLL with each block's residual branch removed, and the drop vs the "
                    "intact model (Park & Kim Sec. 4)", [Option("reuse_prefix", bool, True, "reuse the blocks before the lesion (same numbers, faster)")],
-                   page="Lesion", conventions="a block's residual branch replaced by the identity (shortcut kept)")
+                   page="Lesion", page_options=(), conventions="a block's residual branch replaced by the identity (shortcut kept)")
 def lesion(ctx: Context, params: dict) -> Result:
     loader = ctx.loader()
     first = next(iter(loader))

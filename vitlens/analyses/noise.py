@@ -158,6 +158,7 @@ OPTIONS = [
 
 @register_analysis("noise", "accuracy change under random noise restricted to a frequency band, vs frequency "
                    "(Park & Kim Fig 2b); frequencies in units of pi", OPTIONS, page="Noise_robustness",
+                   page_options=("convention", "frequencies", "eps", "s", "width", "norm"),
                    conventions="accuracy and NLL (per-sample mean) change vs the clean images; the same noise "
                                "draw for every frequency")
 def noise(ctx: Context, params: dict) -> Result:

@@ -54,7 +54,7 @@ def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("variance", "feature-map variance (over positions, mean over images and channels) vs "
-                   "normalised depth (Park & Kim Fig 9)", page="Feature_variance",
+                   "normalised depth (Park & Kim Fig 9)", page="Feature_variance", page_options=(),
                    conventions="variance over h, w per channel, mean over images and channels (the authors')")
 def variance(ctx: Context, params: dict) -> Result:
     reducer = VarianceReducer()

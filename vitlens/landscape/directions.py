@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import VitlensError
+from ..models import read_state_dict
 
 Direction = dict  # {parameter name: tensor}
 
@@ -180,7 +181,7 @@ def hessian_directions(model: nn.Module, batches: Iterable, count: int = 2, weig
     (weight_decay / 2) ||w||^2, eval mode); BATCHES are (x, target) pairs. Returns (directions,
     eigenvalues). Raises a VitlensError if ``vitlens.hessian`` is not available.
     """
-    try:
+    try:  # deferred and guarded: without vitlens.hessian only this direction kind is lost
         from ..hessian.hvp import HessianOperator
         from ..hessian.lanczos import top_eigenpairs
         from ..hessian.loss import LossConfig, hessian_mode, trainable_parameters
@@ -206,7 +207,6 @@ def hessian_directions(model: nn.Module, batches: Iterable, count: int = 2, weig
 
 def _read_params(model: nn.Module, source) -> dict[str, torch.Tensor]:
     """Parameters (not buffers) of a checkpoint path, state dict or model, checked against MODEL."""
-    from ..models import read_state_dict
     if isinstance(source, nn.Module):
         state = dict(source.named_parameters())
         what = "the other model"

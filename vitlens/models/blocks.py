@@ -89,7 +89,7 @@ def _vit_branches(blk: nn.Module):
 
 
 def _is_prenorm_vit_block(blk: nn.Module) -> bool:
-    from timm.models.vision_transformer import Block as TimmBlock
+    from timm.models.vision_transformer import Block as TimmBlock  # deferred: timm is heavy (see blocks)
     return type(blk) is TimmBlock or (
         all(hasattr(blk, n) for n in ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2"))
         and type(blk).forward is TimmBlock.forward)
@@ -291,6 +291,7 @@ def _generic_blocks(model: nn.Module) -> list[Block]:
 
 def blocks(model: nn.Module) -> list[Block]:
     """The ordered blocks of MODEL (see the module docstring)."""
+    # deferred: timm is heavy; `import vitlens` and the AlterNet models do without it
     from timm.models.convnext import ConvNeXt
     from timm.models.pit import PoolingVisionTransformer
     from timm.models.resnet import ResNet

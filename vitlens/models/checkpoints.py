@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import inspect
 import json
 import pickle
@@ -27,7 +28,13 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
 from ..errors import VitlensError
+from . import alternet
+from .alternet import AlterNet
+from .registry import list_models
 
 NESTED_KEYS = ("state_dict", "model", "ema", "model_ema", "state_dict_ema")
 PREFIXES = ("module.", "_orig_mod.")
@@ -49,7 +56,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.name.endswith(SUFFIXES):
         raise VitlensError(f"checkpoint '{path.name}' must end in one of {', '.join(SUFFIXES)}")
     if path.name.endswith(".safetensors"):
-        from safetensors.torch import load_file
         try:
             state = load_file(str(path), device="cpu")
         except Exception as err:
@@ -172,7 +178,6 @@ def convert_state_dict(state: dict[str, torch.Tensor], model: nn.Module) -> tupl
 
 def _timm_class(module: str, name: str):
     def applies(model: nn.Module) -> bool:
-        import importlib
         return isinstance(model, getattr(importlib.import_module(f"timm.models.{module}"), name))
     return applies
 
@@ -205,7 +210,7 @@ def _convert_authors_resnet(state: dict, model: nn.Module) -> dict:
 def _convert_old_pit(state: dict, model: nn.Module) -> dict:
     """timm <= 0.5 PiT: the pooling that ends stage N (transformers.N.pool) is the pooling that starts
     stage N+1 in timm >= 0.9; timm's own filter covers the original repo's `pools.N`."""
-    from timm.models.pit import checkpoint_filter_fn
+    from timm.models.pit import checkpoint_filter_fn  # deferred: timm is heavy, only PiT checkpoints need it
     state = checkpoint_filter_fn(state, model) if any(k.startswith("pools.") for k in state) else state
     if any(k.startswith("transformers.0.pool.") for k in state):
         state = {re.sub(r"^transformers\.(\d+)\.pool\.", lambda m: f"transformers.{int(m.group(1)) + 1}.pool.", k): v
@@ -218,7 +223,7 @@ def _convert_swin(state: dict, model: nn.Module) -> dict:
     head -> head.fc, position-index/mask buffers dropped), but without its resampling: a patch
     embedding or relative-position table of another size is another model, so such tensors are
     kept as they are and the fit check reports them."""
-    from timm.models.swin_transformer import checkpoint_filter_fn
+    from timm.models.swin_transformer import checkpoint_filter_fn  # deferred: as in _convert_old_pit
     own = model.state_dict()
     keep = {k: v for k, v in state.items()
             if k.endswith(("patch_embed.proj.weight", "relative_position_bias_table"))
@@ -232,7 +237,6 @@ def _authors_alternet(fn_name: str):
     """Hook for vitlens.models.alternet's converter of the authors' AlterNet names (looked up when
     used, so that module may add or rename it freely)."""
     def call(*args):
-        from . import alternet
         fn = getattr(alternet, fn_name, None)
         if fn is None:
             if fn_name == "is_authors_state_dict":
@@ -244,7 +248,6 @@ def _authors_alternet(fn_name: str):
 
 
 def _alternet_applies(model: nn.Module) -> bool:
-    from .alternet import AlterNet
     return isinstance(model, AlterNet)
 
 
@@ -299,7 +302,6 @@ def _signature(keys) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def _default_model(name: str):
-    from .registry import list_models
     entry = next(e for e in list_models() if e.name == name)
     return _build_meta(entry, copy.deepcopy(entry.defaults))
 
@@ -331,7 +333,6 @@ def _fits(entry, args: dict, state: dict) -> dict | None:
 def fitting_models(state: dict, model: nn.Module | None = None) -> list[tuple[str, dict]]:
     """Registered models that take STATE: [(name, model args beyond the defaults)], those of MODEL's
     family first (built with MODEL's own model args where they do not define the variant)."""
-    from .registry import list_models
     entries = list_models()
     spec = (getattr(model, "vitlens_spec", None) or {}) if model is not None else {}
     current = next((e for e in entries if e.name == spec.get("model")), None)
@@ -373,7 +374,6 @@ def _fit_hint(state: dict, model: nn.Module) -> str:
         return ""
     if not found:
         return ""
-    from .registry import list_models
     entries = {e.name: e for e in list_models()}
     spec = (getattr(model, "vitlens_spec", None) or {})
     name, args = found[0]
@@ -430,8 +430,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict | None = 
 
     The model's spec (``model.vitlens_spec``) is always included so the file says how to rebuild it.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if not path.name.endswith(".safetensors"):
         raise VitlensError("vitlens saves checkpoints as .safetensors")
@@ -451,7 +449,6 @@ def read_checkpoint_metadata(path: str | Path) -> dict:
     path = Path(path)
     if not path.name.endswith(".safetensors"):
         return {}
-    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

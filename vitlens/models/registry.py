@@ -12,6 +12,7 @@ saved checkpoint records how to rebuild it.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,7 +54,7 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 def list_models() -> list[ModelEntry]:
     """Registered (non-timm) models, in registration order."""
-    from . import zoo  # noqa: F401  (fills the registry)
+    from . import zoo  # noqa: F401  (fills the registry; deferred: zoo imports register_model from here)
     return list(_REGISTRY.values())
 
 
@@ -78,7 +79,7 @@ def _jsonable(kwargs: dict) -> dict:
 
 
 def _create_timm(name: str, kwargs: dict) -> nn.Module:
-    import timm
+    import timm  # deferred: heavy, and only timm:NAME models need it
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
@@ -98,6 +99,45 @@ def _create_timm(name: str, kwargs: dict) -> nn.Module:
             "pass --checkpoint FILE with the weights, or put them in the Hugging Face cache (HF_HOME) "
             "and set HF_HUB_OFFLINE=1") from None
     return model
+
+
+# --model-args is an allow-list of architecture keyword arguments (it arrives from URLs): nothing
+# that names a file, a URL or a config (timm's checkpoint_path, pretrained_cfg_overlay, ...) gets in.
+ARCHITECTURE_ARGS = frozenset({
+    "num_classes", "img_size", "in_chans", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+    "qkv_bias", "qk_norm", "window_size", "depths", "heads", "widths", "msa", "head_dim", "window", "stride",
+    "base_dims", "drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "global_pool",
+    "class_token", "no_embed_class", "reg_tokens", "stem_width", "stem_type", "block", "layers", "stem",
+    "output_stride", "dims", "width", "pretrained", "init_values", "layer_scale_init_value"})
+MAX_CLASSES = 25000  # above ImageNet-21k's 21,843: a typo, not a model (a team server caps lower: jobs.Limits)
+MAX_IMG_SIZE = 2048
+
+
+def check_model_args(args: Any) -> dict:
+    """ARGS (from --model-args or a link) as a dict of allowed architecture arguments, or a one-line error."""
+    if not isinstance(args, dict):
+        raise VitlensError("model args must be a JSON object like {\"num_classes\": 10}")
+    for key, value in args.items():
+        if key not in ARCHITECTURE_ARGS:
+            raise VitlensError(f"model arg '{key}' is not an architecture argument vitlens accepts "
+                               f"(allowed: {', '.join(sorted(ARCHITECTURE_ARGS))}); weights come only "
+                               "through --checkpoint")
+        items = value if isinstance(value, list) else [value]
+        if len(items) > 32 or not all(isinstance(v, (bool, int, float, str)) and
+                                       not (isinstance(v, str) and (len(v) > 32 or "/" in v or "\\" in v))
+                                       and not (isinstance(v, float) and not math.isfinite(v)) for v in items):
+            raise VitlensError(f"model arg '{key}' must be a number, a short word or a short list of them, "
+                               f"got {str(value)[:60]}")
+    classes = args.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)
+                                or not 1 <= classes <= MAX_CLASSES):
+        raise VitlensError(f"num_classes must be a whole number from 1 to {MAX_CLASSES}, got {classes}")
+    size = args.get("img_size")
+    sizes = size if isinstance(size, list) else [size]
+    if size is not None and not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMG_SIZE
+                                    for v in sizes):
+        raise VitlensError(f"img_size must be a whole number from 1 to {MAX_IMG_SIZE}, got {size}")
+    return dict(args)
 
 
 def load_model(spec: str, **kwargs: Any) -> nn.Module:

@@ -22,12 +22,17 @@ from importlib import resources
 
 import torch.nn as nn
 
+from ..errors import VitlensError
 from .alternet import AlterNet
+from .checkpoints import load_checkpoint
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry, register_model
+
+# timm's classes are imported inside the builders: timm is heavy, and `import vitlens` and the AlterNet
+# models do without it.
 
 
 def _vit(**kw) -> nn.Module:
-    from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer import VisionTransformer  # deferred: timm is heavy
     return VisionTransformer(**kw)
 
 
@@ -36,8 +41,7 @@ def _cifar_resnet(block: str = "basic", layers=(2, 2, 2, 2), stem_width: int = 6
 
     `channels` (stage widths) and `stem_width` may be narrowed (the authors' code ties the stem to
     64, the first stage's width); timm keys, the authors' keys are converted on loading."""
-    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
-    from ..errors import VitlensError
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet  # deferred: timm is heavy
     block_cls = BasicBlock if block == "basic" else Bottleneck
     if stem_width == 64:
         model = ResNet(block=block_cls, layers=tuple(layers), **kw)
@@ -52,26 +56,31 @@ def _cifar_resnet(block: str = "basic", layers=(2, 2, 2, 2), stem_width: int = 6
 
 
 def _swin(**kw) -> nn.Module:
-    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.swin_transformer import SwinTransformer  # deferred: timm is heavy
     return SwinTransformer(**kw)
 
 
 def _pit(**kw) -> nn.Module:
-    from timm.models.pit import PoolingVisionTransformer
+    from timm.models.pit import PoolingVisionTransformer  # deferred: timm is heavy
     return PoolingVisionTransformer(**kw)
 
 
 def _load_shipped(name: str):
     """Loader for weights that ship inside the package (vitlens/assets/NAME.safetensors)."""
     def load(model: nn.Module, args: dict) -> None:
-        from ..errors import VitlensError
-        from .checkpoints import load_checkpoint
         path = resources.files("vitlens") / "assets" / f"{name}.safetensors"
         if not path.is_file():
             raise VitlensError(f"shipped weights for {name} are missing ({path}); reinstall vitlens or "
                                f"run `vitlens train --model {name} --dataset digits`")
         load_checkpoint(model, str(path))
     return load
+
+
+def _demo(name: str, description: str, build, args: dict) -> ModelEntry:
+    """A demo model: 10 classes, trained on the embedded digits set (grey, so the same mean/std for
+    each channel), weights shipped in vitlens/assets."""
+    return ModelEntry(name, "demo", description, build, dict(args, num_classes=10),
+                      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped(name))
 
 
 CIFAR_DOC = "paper CIFAR model, 32x32 inputs"
@@ -112,19 +121,20 @@ for entry in [
                input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ModelEntry("alternet", "alternet", "AlterNet with your own depths/msa/heads/widths/window (--model-args)",
                AlterNet, dict(num_classes=10)),
-    # Demo models: small enough to train on 2 CPU cores in minutes; the digits set is grey, so
-    # mean/std are the same for each channel.
-    ModelEntry("demo_resnet", "demo", "mini pre-activation ResNet (3 stages, widths 16/32/64), 32x32",
-               AlterNet, dict(depths=(1, 1, 1), msa=(0, 0, 0), heads=(1, 2, 4), widths=(16, 32, 64),
-                              window=4, head_dim=16, num_classes=10),
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_resnet")),
-    ModelEntry("demo_vit", "demo", "mini ViT (patch 4, dim 64, depth 4, 4 heads), 32x32",
-               _vit, dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4,
-                          mlp_ratio=2.0, num_classes=10),
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_vit")),
-    ModelEntry("demo_alternet", "demo", "mini AlterNet (widths 16/32/64; stages C | C M C M | C M), 32x32",
-               AlterNet, dict(depths=(1, 4, 2), msa=(0, 2, 1), heads=(1, 2, 4), widths=(16, 32, 64),
-                              window=4, head_dim=16, num_classes=10),
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), pretrained=_load_shipped("demo_alternet")),
+    # Demo models: small enough to train on 2 CPU cores in minutes.
+    _demo("demo_resnet", "mini pre-activation ResNet (3 stages, widths 16/32/64), 32x32",
+          AlterNet, dict(depths=(1, 1, 1), msa=(0, 0, 0), heads=(1, 2, 4), widths=(16, 32, 64), window=4,
+                         head_dim=16)),
+    _demo("demo_vit", "mini ViT (patch 4, dim 64, depth 4, 4 heads), 32x32",
+          _vit, dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)),
+    _demo("demo_alternet", "mini AlterNet (widths 16/32/64; stages C | C M C M | C M), 32x32",
+          AlterNet, dict(depths=(1, 4, 2), msa=(0, 2, 1), heads=(1, 2, 4), widths=(16, 32, 64), window=4,
+                         head_dim=16)),
+    # Deeper demos, deep enough to show the paper's structure (blocks per stage, depth): the findings.
+    _demo("demo_resnet_deep", "pre-activation ResNet (3 stages x 2 blocks, widths 16/32/64), 32x32",
+          AlterNet, dict(depths=(2, 2, 2), msa=(0, 0, 0), heads=(1, 2, 4), widths=(16, 32, 64), window=4,
+                         head_dim=16)),
+    _demo("demo_vit_deep", "ViT (patch 4, dim 64, depth 6, 4 heads), 32x32",
+          _vit, dict(img_size=32, patch_size=4, embed_dim=64, depth=6, num_heads=4, mlp_ratio=2.0)),
 ]:
     register_model(entry)

@@ -1,0 +1,51 @@
+"""The paper's findings, checked on the selected models: a verdict, its numbers and a link per claim."""
+import json
+
+import pandas as pd
+import streamlit as st
+
+from vitlens import ui
+from vitlens.analyses.findings import CLAIMS
+
+ui.page("Findings",
+        "The claims of Park & Kim (ICLR 2022) evaluated on the models below from vitlens' own analyses (cached "
+        "Results are reused). Each row: the numbers, a verdict (holds / does not hold / cannot tell) with its "
+        "reason, the paper's figure, and a link to the page and parameters behind it. The rules are in README "
+        "'Findings'. On the embedded digits set and tiny demo models this checks the rules, not the paper's "
+        "CIFAR-100 numbers.")
+spec = ui.sidebar("findings")
+ui.options(spec,
+           labels={"models": "models (comma-separated specs)", "top_k": "spectrum: top k",
+                   "minibatches": "spectrum: minibatches", "minibatch": "spectrum: minibatch size",
+                   "grid": "landscape: grid points per axis", "range": "landscape: range",
+                   "noise_frequencies": "noise: frequencies", "noise_eps": "noise: eps"},
+           range={"step": 0.1}, noise_eps={"step": 0.05})
+
+VERDICT_MARK = {"holds": "✅ holds", "does not hold": "❌ does not hold", "cannot tell": "❔ cannot tell"}
+
+
+def draw(result):
+    frame = result.frame
+    s = result.meta.get("summary", {})
+    a, b, c = st.columns(3)
+    a.metric("holds", s.get("holds", 0))
+    b.metric("does not hold", s.get("does not hold", 0))
+    c.metric("cannot tell", s.get("cannot tell", 0))
+    table = frame.assign(verdict=frame["verdict"].map(lambda v: VERDICT_MARK.get(v, v)))
+    st.dataframe(table[["claim", "model", "verdict", "values", "reason", "figure", "link"]], hide_index=True,
+                 width="stretch",
+                 column_config={"link": st.column_config.LinkColumn("evidence", display_text="open view")})
+    for claim, text in CLAIMS.items():
+        rows = frame[frame["claim"] == claim]
+        if rows.empty:
+            continue
+        with st.expander(f"{claim}: {text}"):
+            for r in rows.to_dict("records"):
+                links = json.loads(r["links"]) if r["links"] else []
+                refs = " · ".join(f"[view {k + 1}]({u})" for k, u in enumerate(links))
+                st.markdown(f"**{r['model']}** — {VERDICT_MARK.get(r['verdict'], r['verdict'])}: {r['reason']} "
+                            f"({r['values']}; {r['figure']}) {refs}")
+    ui.download(result, "findings")
+
+
+ui.show(spec, draw)

@@ -1,0 +1,82 @@
+"""The cache survives what a careless or hostile user can do to it: a corrupt database, a folder
+owned by someone else, a forged entry, a result larger than the cache."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vitlens.cache import ResultCache
+from vitlens.errors import VitlensError
+from vitlens.result import Result
+
+
+def _result(rows=3):
+    return Result(pd.DataFrame({"x": range(rows)}), {"analysis": "test"})
+
+
+def test_corrupt_database_is_moved_aside_and_a_fresh_cache_starts(tmp_path, caplog):
+    folder = tmp_path / "c"
+    with ResultCache(folder) as cache:
+        cache.put("k", _result())
+    (folder / "cache.db").write_bytes(b"this is not an sqlite database" * 100)
+    with ResultCache(folder) as cache:  # before the fix: sqlite3.DatabaseError
+        assert cache.get("k") is None
+        cache.put("k2", _result())
+        assert cache.get("k2") is not None
+    assert any(p.name.startswith("cache.db.corrupt-") for p in folder.iterdir())
+    assert "corrupt" in caplog.text
+    env = dict(os.environ, VITLENS_CACHE_DIR=str(folder))
+    (folder / "cache.db").write_bytes(b"garbage" * 100)
+    for args in (["cache", "clear"], ["cache", "ls"]):
+        proc = subprocess.run([sys.executable, "-m", "vitlens", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_forged_entry_without_the_secret_is_refused(tmp_path):
+    folder = tmp_path / "c"
+    with ResultCache(folder) as cache:
+        cache.put("k", _result())
+        blob = cache._cache.get("result:k")
+        payload = _result(5).to_bytes()
+        forged = blob[:4] + hashlib.sha256(payload).digest() + payload  # a valid checksum, but not keyed
+        cache._cache.set("result:k", forged)
+        assert cache.get("k") is None  # refused (and dropped), not served
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the folder to another user")
+def test_folder_owned_by_another_user_is_refused_even_for_root(tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 12345, 12345)
+    with pytest.raises(VitlensError, match="belongs to another user"):
+        ResultCache(folder)
+
+
+def test_result_larger_than_the_cache_is_an_error_not_a_loop(tmp_path):
+    with ResultCache(tmp_path / "c", size_limit="64k") as cache:
+        with pytest.raises(VitlensError, match="does not fit the cache"):
+            cache.put("big", _result(rows=50000))
+
+
+def test_relabelled_tensors_file_is_recomputed(tmp_path):
+    """The cache key covers the data file: relabelling it must not serve the old accuracy."""
+    import numpy as np
+    import torch
+
+    from vitlens.engine import JobSpec, run
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    data = tmp_path / "d.npz"
+    model_args = {}  # the shipped weights: the same model both times
+    spec = JobSpec(analysis="evaluate", model="demo_resnet", model_args=model_args, dataset=f"tensors:{data}",
+                   samples=None, batch_size=8, device="cpu")
+    torch.manual_seed(0)
+    np.savez(data, x=x, y=np.zeros(16, dtype=np.int64))
+    first, _ = run(spec)
+    np.savez(data, x=x, y=np.ones(16, dtype=np.int64))
+    os.utime(data, ns=(os.stat(data).st_atime_ns, os.stat(data).st_mtime_ns + 10**9))
+    second, cached = run(spec)
+    assert not cached
+    assert first.meta["summary"]["accuracy"] + second.meta["summary"]["accuracy"] <= 1.0 + 1e-9

@@ -1,0 +1,82 @@
+"""Hostile or careless links: every one shows at most a one-line error and the page keeps working."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLENS_CHECKPOINT_ROOT", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("VITLENS_DATA_ROOT", str(tmp_path / "data"))
+    (tmp_path / "checkpoints").mkdir()
+
+
+def _open(query, page="pages/4_Feature_variance.py"):
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.mark.parametrize("query", [
+    {"samples": "inf"}, {"seed": "1e400"}, {"samples": "1e9"}, {"seed": "-5"}, {"batch_size": "nan"},
+    {"model_args": "[" * 3000 + "]" * 3000}, {"grid": "1e400", "range": "nan"},
+], ids=["samples-inf", "seed-1e400", "samples-huge", "seed-negative", "batch-nan", "nested-args", "grid-inf"])
+def test_bad_url_values_never_raise(query):
+    page = "pages/2_Loss_landscape.py" if "grid" in query else "pages/4_Feature_variance.py"
+    _open({"model": "timm:no_such_model_for_tests", **query}, page)
+
+
+def test_link_cannot_load_a_file_through_model_args(tmp_path):
+    secret = tmp_path / "secret.pt"
+    secret.write_bytes(b"weights somewhere on the server")
+    at = _open({"model": "timm:resnet18", "model_args": f'{{"num_classes": 10, "checkpoint_path": "{secret}"}}'})
+    errors = [e.value for e in at.error]
+    assert any("not an architecture argument" in e for e in errors), errors
+    assert not at.get("plotly_chart")
+
+
+def test_sign_in_with_only_separators_fails_closed(monkeypatch):
+    monkeypatch.setenv("VITLENS_ALLOWED_EMAILS", " , ")
+    at = _open({})
+    assert any("holds no address" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+class _Upload:
+    def __init__(self, name, data):
+        self.name, self._data, self.size = name, data, len(data)
+
+    def getvalue(self):
+        return self._data
+
+
+def test_uploads_are_per_session_checked_and_bounded(tmp_path, monkeypatch):
+    import io
+
+    import streamlit as st
+    import torch
+
+    from vitlens import ui
+    from vitlens.errors import VitlensError
+    from vitlens.models import load_model
+    buffer = io.BytesIO()
+    torch.save(load_model("demo_resnet").state_dict(), buffer)
+    st.session_state["vl_session_id"] = "session-a"
+    kept = ui._save_upload(_Upload("w.pt", buffer.getvalue()))
+    assert kept.startswith(ui.upload_folder() + "/") and (tmp_path / "checkpoints" / kept).is_file()
+    with pytest.raises(VitlensError, match="cannot read checkpoint"):
+        ui._save_upload(_Upload("junk.pt", b"\x00 not weights"))
+    assert len(list((tmp_path / "checkpoints" / ui.upload_folder()).iterdir())) == 1  # the refused file is gone
+    monkeypatch.setattr(ui, "UPLOAD_QUOTA", "1k")
+    with pytest.raises(VitlensError, match="quota"):
+        ui._save_upload(_Upload("w2.pt", buffer.getvalue() + b"x"))
+    st.session_state["vl_session_id"] = "session-b"
+    assert ui.upload_folder() not in kept  # another session, another folder
+    at = _open({"checkpoint": kept})  # a link to session A's upload, opened by a new session
+    assert any("another session's upload" in e.value for e in at.error), [e.value for e in at.error]
