@@ -12,7 +12,7 @@ ui.page("Hessian eigenvalues",
 spec = ui.sidebar("hessian")
 chosen = ui.options(spec,
                     labels={"what": "view", "top_k": "top k", "minibatches": "minibatches (0 = all)",
-                            "minibatch": "minibatch size (paper: 16)", "together": "minibatches at once (GPUs)",
+                            "minibatch": "minibatch size (paper: 16)", "together": "minibatches at once (0 = auto)",
                             "estimator": "trace estimator", "probes": "products at most (trace)",
                             "weight_decay": "weight decay (shifts eigenvalues)"},
                     weight_decay={"step": 0.0001})

@@ -1,7 +1,13 @@
 """Hessian engine against independent computations: the dense Hessian of tiny models
-(torch.autograd.functional.hessian + eigvalsh), explicit matrices, and manual loss formulas."""
+(torch.autograd.functional.hessian + eigvalsh), explicit matrices, and manual loss formulas.
+
+VITLENS_TEST_DEVICE=cuda runs the engine tests (HVP engines, Lanczos, spectrum with together > 1,
+timm attention) with the model and data on that device; the dense references stay on the CPU in
+float64 (benchmarks/gpu_check.sh does this on a GPU machine)."""
+import copy
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -17,6 +23,16 @@ from vitlens.hessian import (HessianOperator, LossConfig, block_curvature, eigen
 
 # ----------------------------------------------------------------------------- helpers
 
+DEVICE = torch.device(os.environ.get("VITLENS_TEST_DEVICE") or "cpu")
+if DEVICE.type == "cuda" and not torch.cuda.is_available():
+    pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible", allow_module_level=True)
+
+
+def on_device(model, *batches):
+    """MODEL and each (x, y) batch moved to DEVICE: (model, batch, batch, ...)."""
+    return (model.to(DEVICE), *[(x.to(DEVICE), y.to(DEVICE)) for x, y in batches])
+
+
 def tiny_mlp(seed=0, hidden=10, classes=4, inputs=12):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, classes)).eval()
@@ -28,13 +44,16 @@ def tiny_batch(n=32, seed=1, classes=4):
 
 
 def dense_hessian(model, batches, config=LossConfig(), params=None):
-    """The full Hessian of `total_loss`, by torch.autograd.functional.hessian (float64)."""
+    """The full Hessian of `total_loss`, by torch.autograd.functional.hessian (float64, on the CPU)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if params is not None:
         ids = {id(p) for p in params}
         named = [(n, p) for n, p in named if id(p) in ids]
     names = [n for n, _ in named]
-    batches = prepare_batches(batches, config, num_classes=4)
+    if any(p.device.type != "cpu" for _, p in named):  # the reference is computed on a CPU copy
+        model = copy.deepcopy(model).cpu()
+        named = [(n, dict(model.named_parameters())[n]) for n in names]
+    batches = prepare_batches(batches, config, num_classes=4, device="cpu")
 
     def loss(*weights):
         swapped = dict(zip(names, weights))
@@ -61,7 +80,7 @@ def top_by_magnitude(values, k):
 
 @pytest.mark.parametrize("engine", ["double_backward", "recompute", "forward_over_reverse"])
 def test_topk_matches_dense_eigvalsh(engine):
-    model, batch = tiny_mlp(), tiny_batch()
+    model, batch = on_device(tiny_mlp(), tiny_batch())
     H = dense_hessian(model, batch)
     expected = top_by_magnitude(torch.linalg.eigvalsh(H), 5)
     top = top_eigenvalues(model, batch, k=5, tol=1e-7, max_steps=200, engine=engine)
@@ -71,7 +90,7 @@ def test_topk_matches_dense_eigvalsh(engine):
     params = list(model.parameters())
     for value, vector in zip(top.eigenvalues, top.eigenvectors):
         assert [t.shape for t in vector] == [p.shape for p in params]
-        flat = torch.cat([t.reshape(-1) for t in vector]).double()
+        flat = torch.cat([t.reshape(-1) for t in vector]).double().cpu()
         assert abs(flat.norm().item() - 1) < 1e-4
         assert torch.allclose(H @ flat, value * flat, atol=1e-4)
 
@@ -98,9 +117,9 @@ def test_lanczos_basis_stays_orthonormal():
 
 
 def test_engines_agree_and_batched_products_match():
-    model, batch = tiny_mlp(), tiny_batch()
-    v = torch.randn(sum(p.numel() for p in model.parameters()))
-    V = torch.randn(3, len(v))
+    model, batch = on_device(tiny_mlp(), tiny_batch())
+    v = torch.randn(sum(p.numel() for p in model.parameters())).to(DEVICE)
+    V = torch.randn(3, len(v)).to(DEVICE)
     results = []
     for engine in ("double_backward", "recompute", "forward_over_reverse"):
         halves = [(batch[0][:16], batch[1][:16]), (batch[0][16:], batch[1][16:])]
@@ -111,7 +130,7 @@ def test_engines_agree_and_batched_products_match():
             assert torch.allclose(batched, looped, atol=1e-5)
     H = dense_hessian(model, batch)
     for hv in results:
-        assert torch.allclose(hv.double(), H @ v.double(), atol=1e-5)
+        assert torch.allclose(hv.double().cpu(), H @ v.double().cpu(), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- trace
@@ -180,13 +199,15 @@ def test_krylov_deflated_exact_when_sketch_spans_the_range():
 
 
 def test_default_lanczos_tolerance_keeps_every_eigenvalue_within_one_percent():
-    model, batch = tiny_mlp(seed=3), tiny_batch(seed=4)
+    model, batch = on_device(tiny_mlp(seed=3), tiny_batch(seed=4))
     expected = top_by_magnitude(torch.linalg.eigvalsh(dense_hessian(model, batch)), 5)
     top = top_eigenvalues(model, batch, k=5)  # default tol
     assert top.converged
     for got, want in zip(top.eigenvalues, expected.tolist()):
         assert abs(got - want) <= 0.01 * abs(want)
-    assert all(r <= 0.01 * abs(v) for r, v in zip(top.residuals, top.eigenvalues))
+    # the stop test: every error bound (min of residual and residual^2 / gap) within 1%
+    assert all(b <= 0.01 * abs(v) for b, v in zip(top.bounds, top.eigenvalues))
+    assert all(b <= r for b, r in zip(top.bounds, top.residuals))
 
 
 def test_negative_trace_does_not_stop_early():
@@ -316,16 +337,19 @@ def test_model_state_restored_after_calls():
 
 
 def test_vit_hvp_on_cpu_with_fused_attention_restored():
+    """(On DEVICE: the name is kept for history.) timm's fused attention, as timm ships it, is
+    switched off inside the engine and back on after; products agree across engines and with a
+    central difference of the gradient."""
     model = tiny_vit().eval()
     fused = [m for m in model.modules() if hasattr(m, "fused_attn")]
     for m in fused:
         m.fused_attn = True
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 4, (6,), generator=g)
+    model, (x, y) = on_device(model, (torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 4, (6,), generator=g)))
     top = top_eigenvalues(model, (x, y), k=3, tol=1e-4)
     assert all(math.isfinite(v) for v in top.eigenvalues)
     assert all(m.fused_attn for m in fused) and not model.training
-    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=g)
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=g).to(DEVICE)
     with hessian_operator(model, (x, y), engine="double_backward") as a:
         hv = a.matvec(v)
     with hessian_operator(model, (x, y), engine="forward_over_reverse") as b:
@@ -350,11 +374,11 @@ def test_vit_hvp_on_cpu_with_fused_attention_restored():
 
 def test_demo_vit_hvp_works_on_cpu():
     import vitlens
-    model = vitlens.load_model("demo_vit")
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g)
+    model, (x, y) = on_device(vitlens.load_model("demo_vit"),
+                              (torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g)))
     with hessian_operator(model, (x, y)) as op:
-        v = torch.randn(op.dim, generator=g)
+        v = torch.randn(op.dim, generator=g).to(DEVICE)
         hv = op.matvec(v)
     assert torch.isfinite(hv).all() and hv.norm() > 0
     assert all(m.fused_attn == vitlens.load_model("demo_vit").blocks[0].attn.fused_attn
@@ -364,8 +388,7 @@ def test_demo_vit_hvp_works_on_cpu():
 # ----------------------------------------------------------------------------- spectrum, blocks, pyhessian
 
 def test_spectrum_per_minibatch_and_summary():
-    model = tiny_mlp()
-    minibatches = [tiny_batch(8, seed=s) for s in range(3)]
+    model, *minibatches = on_device(tiny_mlp(), *[tiny_batch(8, seed=s) for s in range(3)])
     spectrum = max_eigenvalue_spectrum(model, minibatches, k=3, tol=1e-8, max_steps=200)
     assert len(spectrum.rows) == 9
     for b, batch in enumerate(minibatches):
@@ -463,7 +486,7 @@ def test_cli_every_what(tmp_path, capsys):
 def test_cli_bad_input_exits_2(capsys):
     from vitlens.cli import main
     assert main(["run", "hessian", *TINY_VIT, "--what", "topk", "--top-k", "100000000"]) == 2
-    assert "larger than the number of parameters" in capsys.readouterr().err
+    assert "--top-k must be at most" in capsys.readouterr().err  # the declared range
     assert main(["run", "hessian", *TINY_VIT, "--what", "nonsense"]) == 2
     assert main(["run", "hessian", *TINY_VIT, "--what", "density", "--method", "pyhessian"]) == 2
     assert "torch.eig" in capsys.readouterr().err
@@ -472,7 +495,7 @@ def test_cli_bad_input_exits_2(capsys):
 
 def test_over_training_checkpoints(tmp_path):
     import vitlens
-    from vitlens.analyses import JobSpec, run
+    from vitlens.engine import JobSpec, run
     args = json.loads(TINY_VIT[3])
     for epoch in (1, 2):
         torch.manual_seed(epoch)
@@ -492,7 +515,7 @@ def test_retrained_checkpoint_folder_is_not_served_from_the_cache(tmp_path):
     import os
 
     import vitlens
-    from vitlens.analyses import JobSpec, run
+    from vitlens.engine import JobSpec, run
     args = json.loads(TINY_VIT[3])
 
     def write(epoch, seed):
@@ -523,8 +546,8 @@ def test_stacked_minibatches_give_the_sequential_spectrum():
     """together > 1 (one vmap'd forward-over-reverse product for several minibatches' Lanczos runs)
     against the one-at-a-time loop (double backward): same rows, same HVP counts; a smaller last
     minibatch is stacked apart; soft targets and weight decay follow each minibatch's index."""
-    model = tiny_mlp()
-    minibatches = [tiny_batch(n=16, seed=s) for s in range(4)] + [tiny_batch(n=9, seed=9)]
+    model, *minibatches = on_device(tiny_mlp(), *[tiny_batch(n=16, seed=s) for s in range(4)],
+                                    tiny_batch(n=9, seed=9))
     for config in (LossConfig(), LossConfig(weight_decay=0.1, mixup=0.4, seed=3)):
         one = max_eigenvalue_spectrum(model, minibatches, k=3, tol=1e-7, config=config)
         stacked = max_eigenvalue_spectrum(model, minibatches, k=3, tol=1e-7, config=config, together=3)
@@ -540,11 +563,101 @@ def test_stacked_minibatches_give_the_sequential_spectrum():
 
 def test_stacked_minibatches_through_a_timm_vit():
     import vitlens
-    model = vitlens.load_model("demo_vit", pretrained=True)
     g = torch.Generator().manual_seed(0)
-    minibatches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)]
+    model, *minibatches = on_device(vitlens.load_model("demo_vit", pretrained=True), *[
+        (torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(2)])
     one = max_eigenvalue_spectrum(model, minibatches, k=2, tol=1e-4)
     stacked = max_eigenvalue_spectrum(model, minibatches, k=2, tol=1e-4, together=2)
     for a, b in zip(one.rows, stacked.rows):
         assert abs(a["eigenvalue"] - b["eigenvalue"]) <= 1e-3 * abs(a["eigenvalue"])
     assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- gap-aware stopping
+
+def separated_spectrum(n=300, seed=0):
+    """A symmetric matrix with a known spectrum like a trained network's: five well separated
+    outliers (one negative) over a bulk near zero."""
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    values = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
+    values[:5] = torch.tensor([100.0, 60.0, -40.0, 25.0, 15.0], dtype=torch.float64)
+    return (Q * values) @ Q.T, values
+
+
+def test_gap_bound_bounds_the_error_and_stops_earlier():
+    """Every step of several runs: once the Krylov space has found the top-k eigenvalues (before that
+    no Krylov bound can see the missing ones; the gap is estimated from the Ritz values), each top-k
+    Ritz value is within its gap bound of the nearest true eigenvalue, and the bound is often far
+    tighter than the residual. Stopping on it takes fewer products and stays within tol."""
+    from vitlens.hessian.lanczos import Tridiagonal, error_bounds
+    A, values = separated_spectrum()
+    n, k, tol = A.shape[0], 5, 1e-2
+    expected = top_by_magnitude(values, k)
+    checked = tighter = 0
+    hvps = {"gap": 0, "residual": 0}
+    for seed in range(5):
+        start = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        tri = lanczos(lambda v: A @ v, start, 30)
+        for m in range(k, 31):
+            t = Tridiagonal(tri.alpha[:m], tri.beta[:m])
+            theta, S = t.ritz()
+            residual = abs(t.beta[-1]) * S[-1].abs()
+            gap, plain = error_bounds(theta, residual, "gap"), error_bounds(theta, residual, "residual")
+            assert torch.all(gap <= plain)
+            order = torch.argsort(theta.abs(), descending=True)[:k].tolist()
+            nearest = [values[(values - theta[i]).abs().argmin()].item() for i in order]
+            if sorted(nearest) != sorted(expected.tolist()):
+                continue  # a top-k eigenvalue not found yet
+            for i in order:
+                error = (values - theta[i]).abs().min().item()
+                assert error <= gap[i].item() * (1 + 1e-6) + 1e-12
+                checked += 1
+                tighter += gap[i].item() < 0.1 * plain[i].item()
+        runs = {bound: top_eigenpairs(lambda v: A @ v, n, k=k, tol=tol, dtype=torch.float64, bound=bound,
+                                      generator=torch.Generator().manual_seed(seed)) for bound in hvps}
+        for bound, pairs in runs.items():
+            hvps[bound] += pairs.hvps
+            assert pairs.converged
+            for got, want, b in zip(pairs.eigenvalues, expected.tolist(), pairs.bounds):
+                assert abs(got - want) <= b * (1 + 1e-6) + 1e-12 and b <= tol * abs(got)
+        assert runs["gap"].hvps <= runs["residual"].hvps
+    assert checked > 300 and tighter > checked / 2
+    assert hvps["gap"] < hvps["residual"]
+    with pytest.raises(VitlensError, match="bound"):
+        error_bounds(theta, residual, "nope")
+
+
+def test_gap_bound_on_a_tiny_models_dense_hessian():
+    model, batch = on_device(tiny_mlp(seed=3), tiny_batch(seed=4))
+    values = torch.linalg.eigvalsh(dense_hessian(model, batch))
+    expected = top_by_magnitude(values, 5).tolist()
+    gap = top_eigenvalues(model, batch, k=5)
+    plain = top_eigenvalues(model, batch, k=5, bound="residual")
+    assert gap.hvps <= plain.hvps and gap.converged and plain.converged
+    for got, want, b in zip(gap.eigenvalues, expected, gap.bounds):
+        assert abs(got - want) <= 0.01 * abs(want) and abs(got - want) <= b + 1e-5 * abs(want)
+    spectrum = max_eigenvalue_spectrum(model, [batch], k=5)
+    assert [r["error_bound"] for r in spectrum.rows] == pytest.approx(gap.bounds)
+
+
+def test_auto_together_is_one_on_cpu():
+    """On the CPU "auto" is 1 without a probe; on DEVICE=cuda it is one of the candidates, at most
+    the number of minibatches, and the spectrum runs with it."""
+    from vitlens.hessian import auto_together
+    model, minibatches = tiny_mlp(), [tiny_batch(8, seed=s) for s in range(3)]
+    assert auto_together(model, minibatches[0]) == 1
+    assert auto_together(model, minibatches[0], device="cpu", limit=3) == 1
+    spectrum = max_eigenvalue_spectrum(model, minibatches, k=2, together="auto")
+    assert spectrum.together == 1 and len(spectrum.rows) == 6
+    assert auto_together(model, minibatches[0], config=LossConfig(train_mode=True), device=DEVICE) == 1
+    # the probe itself (what runs on a GPU), forced on the CPU: one of the candidates, at most LIMIT
+    assert auto_together(model, minibatches[0], probe=True, candidates=(1, 2, 4), limit=3) in (1, 2, 3)
+    if DEVICE.type == "cuda":
+        model, *minibatches = on_device(model, *minibatches)
+        assert auto_together(model, minibatches[0], limit=3) in (1, 3)
+        assert auto_together(model, minibatches[0], candidates=(1, 2, 4)) in (1, 2, 4)
+        spectrum = max_eigenvalue_spectrum(model, minibatches, k=2, together="auto")
+        assert spectrum.together in (1, 3) and len(spectrum.rows) == 6
+    with pytest.raises(VitlensError, match="together"):
+        max_eigenvalue_spectrum(model, minibatches, k=2, together="many")

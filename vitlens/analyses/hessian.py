@@ -49,9 +49,12 @@ OPTIONS = [
     Option("minibatch", int, 16, "minibatch size of the spectrum (paper: 16)", low=1, high=4096, applies=SPECTRUM),
     Option("minibatches", int, 0, "how many minibatches (0 = all the data holds)", low=0, high=100000,
            applies=SPECTRUM),
-    Option("together", int, 1, "minibatches per stacked (vmap) product; >1 for GPUs", low=1, high=256,
-           applies=SPECTRUM),
-    Option("tol", float, 1e-2, "Lanczos: relative residual bound per eigenvalue", low=1e-12, high=1.0),
+    Option("together", int, 0, "minibatches per stacked (vmap) product; 0 = choose (a quick probe on a GPU, "
+           "1 on CPU)", low=0, high=256, applies=SPECTRUM),
+    Option("tol", float, 1e-2, "Lanczos: relative error bound per eigenvalue", low=1e-12, high=1.0),
+    Option("bound", str, "residual", "Lanczos stop: residual (|r| <= tol|theta|) or gap (min of |r| and "
+           "|r|^2/gap, Parlett ch. 11: fewer products, but a missed eigenvalue more often)",
+           choices=("residual", "gap")),
     Option("max_steps", int, 100, "Lanczos steps at most", low=1, high=10000),
     Option("probes", int, 100, "trace: Hessian-vector products at most (blocks: 20 per block)", low=2, high=100000,
            applies={"what": ("trace", "blocks")}),
@@ -108,12 +111,14 @@ def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]
         spectrum = max_eigenvalue_spectrum(model, [minibatches[b] for b in mine], k=k, minibatch_limit=limit,
                                            config=config, tol=tol, max_steps=max_steps, engine=engine, seed=seed,
                                            method=method, progress=ctx.progress(len(mine), "hessian spectrum"),
-                                           indices=mine, together=params["together"])
+                                           indices=mine, together=params["together"] or "auto",
+                                           bound=params["bound"])
         rows = sorted((r for part in distributed.gather(spectrum.rows) for r in part),
                       key=lambda r: (r["batch"], r["rank"]))
         summary = dict(spectrum_summary([r["eigenvalue"] for r in rows]), minibatches=total,
                        minibatch=params["minibatch"], hvps=sum(distributed.gather(spectrum.hvps)),
-                       seconds=round(spectrum.seconds, 3), ranks=distributed.world()[1])
+                       seconds=round(spectrum.seconds, 3), ranks=distributed.world()[1],
+                       together=spectrum.together)
         return pd.DataFrame(rows), summary
 
     with distributed.sharded_data():
@@ -139,10 +144,12 @@ def _compute_dataset_level(ctx: Context, params: dict, what: str, dataset, confi
     if what == "topk":
         progress = ctx.progress(1, "hessian top-k")
         top = top_eigenvalues(model, batches, k=k, config=config, tol=tol, max_steps=max_steps, engine=engine,
-                              seed=seed, method=method)
+                              seed=seed, method=method, bound=params["bound"])
         progress.update(1)
         frame = pd.DataFrame(dict(rank=range(len(top.eigenvalues)), eigenvalue=top.eigenvalues,
                                   residual=top.residuals))
+        if getattr(top, "bounds", None) is not None and len(top.bounds) == len(frame):
+            frame["error_bound"] = list(top.bounds)
         return frame, dict(eigenvalues=top.eigenvalues, hvps=top.hvps, converged=top.converged,
                            seconds=round(top.seconds, 3), method=top.method)
     if what == "trace":
