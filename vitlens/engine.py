@@ -65,6 +65,14 @@ class Context:
     device: torch.device
     progress: Callable[[float, str], Progress]
 
+    def augmented(self, augment: str | None):
+        """The job's data, reloaded with the training augmentation AUGMENT (None: the data as loaded)."""
+        if not augment:
+            return self.dataset
+        spec = self.spec
+        return load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=self.model,
+                         augment=augment)
+
     def loader(self, shuffle: bool = False, batch_size: int | None = None):
         return make_loader(self.dataset, batch_size or self.spec.batch_size, shuffle=shuffle, seed=self.spec.seed)
 

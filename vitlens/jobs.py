@@ -49,6 +49,7 @@ from huey.registry import Message
 from huey.serializer import Serializer
 
 from .cache import _ensure_private_dir, cache_dir
+from .analyses import get_analysis
 from .engine import JobSpec, request_id
 from .errors import VitlensError
 
@@ -112,13 +113,10 @@ class Limits:
         classes = (spec.model_args or {}).get("num_classes")
         if isinstance(classes, (int, float)) and classes > self.classes:
             refuse("num_classes", classes, self.classes, self.ENV["classes"])
+        params = get_analysis(spec.analysis).parse(spec.params or {})  # typed by the declaration
         for name, limit in (("grid", self.grid), ("minibatches", self.minibatches)):
-            value = (spec.params or {}).get(name)
-            try:
-                number = float(value) if value is not None else None
-            except (TypeError, ValueError):
-                number = None  # the analysis' own option check gives the error
-            if number is not None and number > limit:
+            value = params.get(name)
+            if value is not None and value > limit:
                 refuse(name, value, limit, self.ENV[name])
 
 

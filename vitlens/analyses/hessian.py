@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .. import distributed
-from ..data import load_data, make_loader
+from ..data import make_loader
 from ..engine import Context
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
@@ -80,14 +80,6 @@ def _config(ctx: Context, params: dict) -> LossConfig:
                       seed=ctx.spec.seed)
 
 
-def _dataset(ctx: Context, params: dict):
-    if not params["augment"]:
-        return ctx.dataset
-    spec = ctx.spec
-    return load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=ctx.model,
-                     augment=params["augment"])
-
-
 def _batches(ctx: Context, dataset, batch_size: int) -> list:
     loader = make_loader(dataset, batch_size, seed=ctx.spec.seed)
     batches = [(torch.as_tensor(x), torch.as_tensor(y)) for x, y in loader]
@@ -101,7 +93,7 @@ def _compute(ctx: Context, params: dict, what: str) -> tuple[pd.DataFrame, dict]
     model, config, seed = ctx.model, _config(ctx, params), int(ctx.spec.seed)
     method, engine = params["method"], params["engine"]
     k, tol, max_steps = params["top_k"], params["tol"], params["max_steps"]
-    dataset = _dataset(ctx, params)
+    dataset = ctx.augmented(params["augment"])
 
     if what == "spectrum":
         minibatches = _batches(ctx, dataset, params["minibatch"])

@@ -33,14 +33,12 @@ rows; the partial entry is deleted when the grid is complete. ``--resume false``
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 
 from .. import distributed
 from ..cache import ResultCache, cache_key, model_fingerprint
-from ..data import load_data
 from ..engine import Context
 from ..errors import VitlensError
 from ..landscape import (L2_KINDS, MAX_GRID, NORMALIZATIONS, direction_norm, grid_axis, hessian_directions,
@@ -171,10 +169,7 @@ def _partial_store(ctx: Context, params: dict):
 def landscape(ctx: Context, params: dict) -> Result:
     spec = ctx.spec
     seed = spec.seed if params["direction_seed"] is None else params["direction_seed"]
-    dataset = ctx.dataset
-    if params["augment"]:
-        dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
-                            model=ctx.model, augment=params["augment"])
+    dataset = ctx.augmented(params["augment"])
     num_classes = getattr(dataset, "num_classes", None) or getattr(ctx.model, "num_classes", None)
     samples = prepare_samples(dataset, spec.batch_size, spec.seed, shuffle=True, num_classes=num_classes,
                               mixup=params["mixup"], cutmix=params["cutmix"],
