@@ -4,60 +4,27 @@ Opens a deep link on the freshly started server, runs a small job and sees its p
 switches pages and keeps the selection. Screenshots go to $VITLENS_ARTIFACTS (default artifacts/).
 """
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from urllib.parse import quote
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+from load_scenario import BROWSER_FLAGS, CHROMIUM, browser_missing, start_server
+
 SMALL_ALTERNET = '{"depths": [1, 2], "msa": [0, 1], "heads": [1, 2], "widths": [8, 16], "head_dim": 8}'
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("VITLENS_ARTIFACTS", ROOT / "artifacts"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-         # a host name that reaches this server but is not in .streamlit/config.toml's allowedHosts
-         "--host-resolver-rules=MAP outsider.test 127.0.0.1"]
+# a host name that reaches this server but is not in .streamlit/config.toml's allowedHosts
+FLAGS = BROWSER_FLAGS + ["--host-resolver-rules=MAP outsider.test 127.0.0.1"]
 
-if os.environ.get("VITLENS_SKIP_BROWSER") == "1":
-    pytest.skip("browser test switched off (VITLENS_SKIP_BROWSER=1)", allow_module_level=True)
-if not Path(CHROMIUM).exists():  # one line, not a wall of errors
-    pytest.skip(f"no browser at {CHROMIUM}: install Debian's chromium (scripts/test.sh does when it may) "
-                "or set VITLENS_CHROMIUM", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+if (why := browser_missing()) is not None:  # one line, not a wall of errors
+    pytest.skip(why, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    home = tmp_path_factory.mktemp("server")
-    env = dict(os.environ, VITLENS_CACHE_DIR=str(home / "cache"), VITLENS_CHECKPOINT_ROOT=str(home / "ckpt"),
-               VITLENS_DATA_ROOT=str(home / "data"))
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+    proc, url = start_server(tmp_path_factory.mktemp("server"))
     yield url
     proc.terminate()
     proc.wait(timeout=20)

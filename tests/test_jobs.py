@@ -10,6 +10,7 @@ from queue_helpers import spec, start_worker, stop, wait_for_workers, wait_until
 from vitlens.engine import JobSpec, cached_result, run
 from vitlens.errors import VitlensError
 from vitlens.jobs import CANCELLED, DONE, FAILED, RUNNING, JobManager
+from vitlens.worker import Worker
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +101,16 @@ def test_cheap_analyses_and_other_sessions_go_first(tmp_path, monkeypatch):
     heavy = jobs.submit(spec(analysis="landscape", params={"grid": 5}), session="ana")
     a1, a2, a3 = (jobs.submit(spec(seed=s), session="ana") for s in (1, 2, 3))
     b1 = jobs.submit(spec(seed=4), session="ben")
+    worker = Worker(once=True)
     order = []
-    while (task := jobs.huey.dequeue()) is not None:
-        order.append(task.args[1])
+    while (task := worker._take()) is not None:
+        order.append((task.vitlens_lane, task.args[1]))
     # the interactive lane first; in it ben's first job before ana's (she has a job queued already),
-    # then hers in order; the landscape last
-    assert order == [b1.id, a1.id, a2.id, a3.id, heavy.id]
+    # then hers in order; the landscape last, from the heavy lane
+    assert order == [("interactive", b1.id), ("interactive", a1.id), ("interactive", a2.id),
+                     ("interactive", a3.id), ("heavy", heavy.id)]
+    jobs.submit(spec(analysis="landscape", params={"grid": 5}, seed=9), session="cyd")
+    assert Worker(once=True, lanes="interactive")._take() is None  # an interactive worker leaves it
 
 
 def test_queue_messages_are_json_not_pickles(tmp_path, monkeypatch):
@@ -162,3 +167,12 @@ def test_samples_all_and_bad_counts_on_the_command_line(capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["run", "evaluate", "--model", "demo_resnet", "--samples", bad])
         assert exit_info.value.code == 2
+
+
+def test_a_worker_drops_messages_that_are_not_jobs_and_keeps_serving(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    jobs = JobManager(embedded_workers=0)
+    lane = jobs.huey.vitlens_lanes["interactive"]
+    lane.enqueue(lane.vitlens_task.s("{}", 5, "not an attempt"))  # well-formed JSON, wrong arguments
+    assert Worker(once=True).serve() == 0
+    assert jobs.pending() == 0 and "dropped a bad queue message" in capfd.readouterr().err

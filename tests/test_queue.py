@@ -1,11 +1,13 @@
 """Durable jobs across processes: a worker restart (SIGTERM) puts the running job back and nothing
-is computed twice, a killed worker leaves a failed job (not "running" forever), and two workers
-share one Redis queue with each job run once."""
+is computed twice, a killed worker's job is retried once and then fails (never "running" forever),
+a message lost with its worker is queued again, and two workers share one Redis queue with each
+job run once."""
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +17,35 @@ from vitlens.engine import cached_result
 from vitlens.jobs import DONE, FAILED, QUEUED, RUNNING, JobManager
 
 LANDSCAPE = dict(analysis="landscape", samples=64, params={"grid": 7})
+BIG_GRID = dict(LANDSCAPE, params={"grid": 11})  # long enough to pass a grid checkpoint (2 s)
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
     return tmp_path, {"VITLENS_CACHE_DIR": str(tmp_path / "results")}
+
+
+@pytest.fixture
+def quick_stale(home, monkeypatch):
+    """HOME with a job counting as lost after 3 s without a heartbeat (here and in the workers)."""
+    monkeypatch.setenv("VITLENS_JOB_STALE_S", "3")
+    tmp, env = home
+    return tmp, dict(env, VITLENS_JOB_STALE_S="3")
+
+
+def _kill_part_way(jobs, job, env, tmp, name: str, done: int, settle: float = 0.0) -> None:
+    """Start worker NAME, SIGKILL it once it has done DONE grid points of JOB (and SETTLE s more)."""
+    worker = start_worker(env, name, tmp)
+    try:
+        wait_until(lambda: (j := jobs.get(job.id)).state == RUNNING and j.worker == name and j.done >= done,
+                   150, f"{name} to be part way through the grid")
+        time.sleep(settle)
+        assert jobs.get(job.id).state == RUNNING
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        stop(worker)
 
 
 def _results_by_analysis() -> dict:
@@ -33,10 +58,13 @@ def _results_by_analysis() -> dict:
 
 
 def test_sigterm_requeues_the_running_job_and_a_restart_finishes_everything_once(home):
+    """Five jobs; SIGTERM the worker during the first grid, reopen the queue as a restarted dashboard
+    does, start a new worker: all five finish, none computed twice, the partly done grid resumes."""
     tmp, env = home
     jobs = JobManager(embedded_workers=0)
     cheap = [jobs.submit(spec(seed=s), session=f"user{s}") for s in (31, 32, 33)]
     grid = jobs.submit(spec(**LANDSCAPE, seed=34), session="user34")
+    small = jobs.submit(spec(analysis="landscape", samples=32, params={"grid": 5}, seed=35), session="user35")
     worker = start_worker(env, "first", tmp)
     try:
         # the cheap lane runs first; then the landscape: stop the worker part way through its grid
@@ -44,37 +72,79 @@ def test_sigterm_requeues_the_running_job_and_a_restart_finishes_everything_once
         seconds = sigterm(worker)
         print(f"worker stopped {seconds:.2f}s after SIGTERM")
         assert seconds < 10, f"the worker took {seconds:.1f}s to stop"
-        stopped = JobManager(embedded_workers=0).get(grid.id)  # as a restarted dashboard sees it
+        jobs = JobManager(embedded_workers=0)  # as a restarted dashboard sees the queue
+        stopped = jobs.get(grid.id)
         assert stopped.state == QUEUED and "back in the queue" in stopped.message
-        assert all(jobs.get(j.id).state == DONE for j in cheap)
-        assert jobs.pending() == 1 and cached_result(spec(**LANDSCAPE, seed=34)) is None
+        assert all(jobs.get(j.id).state == DONE for j in cheap) and jobs.get(small.id).state == QUEUED
+        assert jobs.pending() == 2 and cached_result(spec(**LANDSCAPE, seed=34)) is None
         worker = start_worker(env, "second", tmp)
-        final = jobs.wait(grid, timeout=150)
+        final = [jobs.wait(j, timeout=150) for j in (grid, small)]
     finally:
         stop(worker)
-    assert final.state == DONE, final.error
-    assert final.runs == 2 and final.worker == "second"
+    assert [j.state for j in final] == [DONE, DONE], [j.error for j in final]
+    assert final[0].runs == 2 and final[0].worker == "second" and final[1].runs == 1
     assert all(jobs.get(j.id).runs == 1 and not jobs.get(j.id).from_cache for j in cheap)
     resumed = cached_result(spec(**LANDSCAPE, seed=34)).meta["summary"]["resumed_points"]
     assert 8 <= resumed < 49, resumed  # the second run continued the partly done grid
-    assert _results_by_analysis() == {"variance": 3, "landscape": 1}  # nothing computed twice, no partial left
+    assert _results_by_analysis() == {"variance": 3, "landscape": 2}  # nothing computed twice, no partial left
 
 
-def test_a_killed_worker_leaves_a_failed_job_not_a_running_one(home, monkeypatch):
-    tmp, env = home
-    monkeypatch.setenv("VITLENS_JOB_STALE_S", "4")
+def test_a_killed_worker_s_job_is_retried_once_then_fails(quick_stale):
+    """SIGKILL mid-job: the next worker's sweep retries it (the grid resumes); killed again: failed."""
+    tmp, env = quick_stale
     jobs = JobManager(embedded_workers=0)
     job = jobs.submit(spec(**LANDSCAPE, seed=41))
-    worker = start_worker(env, "doomed", tmp)
+    for n, name in enumerate(("doomed", "doomed-too")):
+        _kill_part_way(jobs, job, env, tmp, name, done=4)
+        if n == 0:  # as a dashboard sees it before a worker sweeps: queued for a retry, not running
+            stale = wait_until(lambda: (j := jobs.get(job.id)).state == QUEUED and j, 20, "the job to read queued")
+            assert "retried once" in stale.message
+    wait_until(lambda: jobs.get(job.id).state == FAILED, 20, "the job to read failed")  # before any sweep
+    last = start_worker(env, "last", tmp)
     try:
-        wait_until(lambda: jobs.get(job.id).state == RUNNING, 120, "the job to start")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-        failed = wait_until(lambda: (j := jobs.get(job.id)).state == FAILED and j, 20, "the job to read failed")
+        wait_until(lambda: jobs.records.get("run", job.id)["state"] == FAILED, 60, "a sweep to record the failure")
+        time.sleep(2)  # the sweep that failed it queued nothing: the worker stays idle
+        failed = jobs.get(job.id)
+        assert jobs.get(job.id).runs == 2 and jobs.pending() == 0
+    finally:
+        stop(last)
+    assert "worker stopped during the job twice" in failed.error and failed.lost == 1
+    assert "recovered job" in Path(last.log).read_text()
+    assert not failed.active and jobs.submit(spec(**LANDSCAPE, seed=41)).id != job.id  # Try again queues anew
+
+
+def test_a_retried_job_resumes_and_finishes(quick_stale):
+    tmp, env = quick_stale
+    jobs = JobManager(embedded_workers=0)
+    job = jobs.submit(spec(**BIG_GRID, seed=42))
+    # past the landscape's next checkpoint of its grid (every 2 s): SIGKILL loses the points after it
+    _kill_part_way(jobs, job, env, tmp, "doomed", done=8, settle=2.5)
+    worker = start_worker(env, "rescuer", tmp)
+    try:
+        final = jobs.wait(job, timeout=150)
     finally:
         stop(worker)
-    assert "worker stopped during the job" in failed.error
-    assert not failed.active and jobs.submit(spec(**LANDSCAPE, seed=41)).id != job.id  # Try again queues anew
+    assert final.state == DONE and final.worker == "rescuer" and final.runs == 2 and final.lost == 1, final
+    resumed = cached_result(spec(**BIG_GRID, seed=42)).meta["summary"]["resumed_points"]
+    assert 8 <= resumed < 121, resumed
+
+
+def test_a_message_taken_by_a_worker_that_died_is_queued_again_and_duplicates_run_once(quick_stale):
+    tmp, env = quick_stale
+    jobs = JobManager(embedded_workers=0)
+    lost = jobs.submit(spec(seed=61), session="ana")
+    twice = jobs.submit(spec(seed=62), session="ben")
+    taken = jobs.huey.vitlens_lanes["interactive"].dequeue()  # a worker killed right after its dequeue
+    assert taken.args[1] == lost.id and jobs.pending() == 1
+    jobs.enqueue(twice.id, spec(seed=62), 0)  # the same attempt's message twice
+    worker = start_worker(env, "rescuer", tmp)
+    try:
+        finished = [jobs.wait(j, timeout=120) for j in (lost, twice)]
+    finally:
+        stop(worker)
+    assert [j.state for j in finished] == [DONE, DONE], [j.error for j in finished]
+    assert [(j.runs, j.lost, j.attempt) for j in finished] == [(1, 0, 1), (1, 0, 0)]
+    assert _results_by_analysis() == {"variance": 2} and jobs.pending() == 0
 
 
 def _free_port() -> int:

@@ -33,6 +33,7 @@ from .data import list_datasets
 from .device import resolve_device
 from .engine import JobSpec, build_model, run
 from .errors import VitlensError
+from .jobs import CHEAP
 from .models import describe_blocks, list_models, load_model
 from .models.checkpoints import RELEASED, released_checkpoint
 from .models.registry import check_model_args
@@ -242,7 +243,8 @@ def cmd_cache(args) -> int:
 def cmd_worker(args) -> int:
     """Take jobs from the queue ($VITLENS_QUEUE or the SQLite file under the cache) until SIGTERM."""
     from .worker import serve
-    return serve(args.queue, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True)
+    return serve(args.queue, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True,
+                 lanes=args.lanes)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -350,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="worker name shown on the Jobs page (default: host-pid)")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # embedded: exit with the dashboard
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--lanes", choices=["all", "interactive"], default="all",
+                   help="all: the interactive lane first, then heavy jobs (default); interactive: only the "
+                   f"quick views ({', '.join(CHEAP)})")
     p.set_defaults(func=cmd_worker)
     return parser
 

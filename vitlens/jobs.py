@@ -6,6 +6,12 @@ queued/running job of an identical request (`engine.request_id`) or enqueues a n
 polls the job's record (state, progress, time left) and may cancel it. Results land in the disk
 cache as before, so a page shows them at once.
 
+Two lanes: the interactive analyses (`CHEAP`) go in their own queue, so one user's heavy jobs
+never stand in front of a teammate's quick view. Every worker takes from the interactive lane
+first; the dashboard also starts `VITLENS_INTERACTIVE_WORKERS` (default 1) workers that take only
+from it, so a view does not wait for a running landscape either. In a lane, each job a session
+already has queued lowers its next one (round-robin between sessions).
+
 The queue is huey's (https://huey.readthedocs.io):
   - embedded default: `SqliteHuey`, one file under the cache folder (`<cache>/queue/jobs.db`, the
     folder private 0700); the dashboard starts `VITLENS_WORKERS` worker subprocesses for it
@@ -24,9 +30,16 @@ pickle) and carry only the JobSpec as a JSON string and the job id; job records,
 flags and worker heartbeats are JSON bytes in huey's key-value storage (`storage.put_data` /
 `peek_data`). Records: `job:<id>` (written by the submitter: spec, session, joins), `run:<id>`
 (written by the worker: state, progress, heartbeat, error), `cancel:<id>`, `request:<hash>` (the
-latest job of a request), `worker:<name>` (a live worker's heartbeat). A running job whose
-heartbeat is older than `VITLENS_JOB_STALE_S` reads as failed ("the worker stopped during the
-job"), never as running forever.
+latest job of a request), `worker:<name>` (a live worker's heartbeat), `claim:<id>:<attempt>`
+(which worker took a message; written once with the store's put-if-empty, so a duplicate message
+never runs a job twice).
+
+A worker that dies never leaves a job "running" forever. Every worker sweeps the records
+(`sweep_lost_jobs`, from its heartbeat thread): a running job whose heartbeat is older than
+`VITLENS_JOB_STALE_S` is retried once (a new attempt in its lane; the landscape resumes its cached
+grid points), and fails with "the worker stopped during the job" when it is lost a second time. A
+queued job whose message is in no lane at two sweeps `VITLENS_JOB_STALE_S` apart (a worker took
+it and died before marking it running) is queued again; that costs no retry.
 
 With `VITLENS_RANKS=N` (N > 1) a worker runs the analyses that shard (hessian, landscape) as
 `torchrun --nproc-per-node N -m vitlens run ...`; rank 0 fills the same cache.
@@ -57,9 +70,16 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 ACTIVE = (QUEUED, RUNNING)
 SHARDED = ("hessian", "landscape")  # analyses that split their work over torchrun ranks
 CHEAP = ("evaluate", "variance", "fourier", "cka", "lesion", "noise")  # the interactive lane
+LANES = ("interactive", "heavy")  # the order every worker takes them in
 TASK_NAME = "vitlens_job"
 PREFIX = "vitlens:"
-STALE_MESSAGE = "the worker stopped during the job (no heartbeat for {:.0f}s); press Try again"
+STALE_MESSAGE = "the worker stopped during the job twice (no heartbeat for {:.0f}s); press Try again"
+RETRY_MESSAGE = "the worker stopped during the job; it is retried once when a worker is free"
+REQUEUED_MESSAGE = "a worker took it and stopped before starting it; back in the queue"
+
+
+def lane_of(spec: JobSpec) -> str:
+    return "interactive" if spec.analysis in CHEAP else "heavy"
 
 
 class JobCancelled(Exception):
@@ -164,20 +184,57 @@ def is_redis(location: str) -> bool:
     return location.startswith(("redis://", "rediss://", "unix://"))
 
 
-def open_queue(location: str | None = None):
-    """The huey instance for LOCATION (default `queue_location()`), with the job task registered."""
-    location = location or queue_location()
+def _open_huey(location: str, name: str):
     if is_redis(location):
-        huey = PriorityRedisHuey("vitlens", url=location, results=False, serializer=JsonMessages())
+        huey = PriorityRedisHuey(name, url=location, results=False, serializer=JsonMessages())
     else:
+        huey = SqliteHuey(name, filename=location, results=False, serializer=JsonMessages(), timeout=20)
+    huey.vitlens_task = huey.task(name=TASK_NAME)(_job_task)
+    return huey
+
+
+def open_queue(location: str | None = None):
+    """The huey instance for LOCATION (default `queue_location()`): the heavy lane and the records'
+    storage; `huey.vitlens_lanes` maps each lane to its huey queue (one store, two queue names)."""
+    location = location or queue_location()
+    if not is_redis(location):
         path = Path(location)
         _ensure_private_dir(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        huey = SqliteHuey("vitlens", filename=str(path), results=False, serializer=JsonMessages(), timeout=20)
-    huey.vitlens_task = huey.task(name=TASK_NAME)(_job_task)
+    huey = _open_huey(location, "vitlens")
+    huey.vitlens_lanes = {"interactive": _open_huey(location, "vitlens-interactive"), "heavy": huey}
     huey.vitlens_location = location
     return huey
+
+
+def put_message(huey, lane: str, spec_json: str, job_id: str, priority: int, attempt: int) -> None:
+    """Queue one attempt of a job in LANE (a message carries the spec as JSON, the id and the attempt)."""
+    queue = huey.vitlens_lanes[lane]
+    queue.enqueue(queue.vitlens_task.s(spec_json, job_id, attempt, priority=priority))
+
+
+def message_args(task) -> tuple[str, str, int]:
+    """(spec JSON, job id, attempt) of a message; messages of the first queue version had no attempt."""
+    args = list(task.args)
+    if len(args) == 2:
+        args.append(0)
+    if len(args) != 3 or not all(isinstance(a, t) for a, t in zip(args, (str, str, int))):
+        raise ValueError("not a vitlens job message")
+    return args[0], args[1], args[2]
+
+
+def pending_attempts(huey) -> set[tuple[str, int]]:
+    """(job id, attempt) of every message waiting in any lane."""
+    out = set()
+    for queue in huey.vitlens_lanes.values():
+        for task in queue.pending():
+            try:
+                _, job_id, attempt = message_args(task)
+            except ValueError:
+                continue
+            out.add((job_id, attempt))
+    return out
 
 
 class Records:
@@ -195,6 +252,10 @@ class Records:
 
     def delete(self, kind: str, name: str) -> None:
         self.storage.delete_data(f"{PREFIX}{kind}:{name}")
+
+    def claim(self, kind: str, name: str, holder: str) -> bool:
+        """Write `kind:name` only if nobody has (atomic in SQLite and Redis); True if we did."""
+        return bool(self.storage.put_if_empty(f"{PREFIX}{kind}:{name}", json.dumps(holder).encode()))
 
     def all(self, kind: str) -> dict:
         head = f"{PREFIX}{kind}:"
@@ -238,6 +299,8 @@ class Job:
     heartbeat: float | None = None
     cancel_requested: bool = False
     runs: int = 0  # how many times a worker started it (a SIGTERM puts it back in the queue)
+    attempt: int = 0  # which queue message is the job's current one
+    lost: int = 0  # how many times its worker died during it (retried once)
 
     @property
     def active(self) -> bool:
@@ -270,14 +333,20 @@ class Job:
                   priority=job.get("priority", 0), cancel_requested=cancelled)
         run = run or {}
         for name in ("state", "started", "finished", "done", "total", "message", "error", "from_cache",
-                     "worker", "heartbeat", "runs"):
+                     "worker", "heartbeat", "runs", "attempt", "lost"):
             if name in run:
                 setattr(out, name, run[name])
         if out.state == QUEUED and cancelled:
             out.state = CANCELLED
-        elif out.state == RUNNING and time.time() - (out.heartbeat or out.started or 0) > stale_s:
-            out.state, out.error = FAILED, STALE_MESSAGE.format(stale_s)
+        elif out.state == RUNNING and out.stale(stale_s):
+            if out.lost >= 1:  # what the next sweep records
+                out.state, out.error = FAILED, STALE_MESSAGE.format(stale_s)
+            else:
+                out.state, out.message = QUEUED, RETRY_MESSAGE
         return out
+
+    def stale(self, stale_s: float, now: float | None = None) -> bool:
+        return (now or time.time()) - (self.heartbeat or self.started or 0) > stale_s
 
 
 def job_spec_from_json(text: str) -> JobSpec:
@@ -290,9 +359,53 @@ def job_spec_from_json(text: str) -> JobSpec:
 
 
 def priority_of(spec: JobSpec, session_jobs: int) -> int:
-    """The huey priority (higher runs first): cheap interactive analyses in a fast lane, and each
-    job a session already has queued lowers its next one (round-robin between sessions)."""
-    return (100 if spec.analysis in CHEAP else 0) - 10 * min(session_jobs, 9)
+    """The huey priority in the job's lane (higher runs first): each job a session already has
+    queued lowers its next one (round-robin between sessions)."""
+    return -10 * min(session_jobs, 9)
+
+
+def sweep_lost_jobs(huey, records: Records, stale_s: float, suspects: dict, now: float | None = None) -> list[str]:
+    """Recover the jobs of workers that died (called by every worker, see the module docstring).
+
+    SUSPECTS (kept by the caller between sweeps) maps (job id, attempt) of queued jobs without a
+    message to when a sweep first saw them so. Of several sweeping workers only the one that
+    claims `reap:<id>:<attempt>` acts. Returns the ids of the jobs it re-queued or failed."""
+    now = now or time.time()
+    runs, cancels = records.all("run"), records.all("cancel")
+    waiting = pending_attempts(huey)  # read after the run records: a message taken since is RUNNING by now
+    acted, seen = [], set()
+    for job_id, record in records.all("job").items():
+        run = runs.get(job_id)
+        if not isinstance(record, dict) or not isinstance(run, dict):
+            continue
+        try:
+            job = Job.from_records(record, run, False, stale_s)
+        except (KeyError, TypeError):
+            continue
+        state, attempt = run.get("state", QUEUED), job.attempt
+        if state == RUNNING and job.stale(stale_s, now):
+            pass  # its worker died during it
+        elif state == QUEUED and job_id not in cancels and (job_id, attempt) not in waiting:
+            seen.add((job_id, attempt))
+            if now - suspects.setdefault((job_id, attempt), now) < stale_s:
+                continue  # a worker may have taken the message a moment ago: look again later
+            records.claim("claim", f"{job_id}:{attempt}", "sweeper")  # a worker that wakes up late must not start it
+        else:
+            continue
+        if not records.claim("reap", f"{job_id}:{attempt}", "sweeper"):
+            continue  # another worker's sweep acts on it
+        if state == RUNNING and job.lost >= 1:
+            records.put("run", job_id, dict(run, state=FAILED, finished=now, error=STALE_MESSAGE.format(stale_s)))
+        else:
+            lost = job.lost + (state == RUNNING)
+            records.put("run", job_id, dict(run, state=QUEUED, attempt=attempt + 1, lost=lost, done=0.0,
+                                            message=RETRY_MESSAGE if state == RUNNING else REQUEUED_MESSAGE))
+            put_message(huey, lane_of(job.spec), json.dumps(job.spec.to_dict(), sort_keys=True), job_id,
+                        job.priority, attempt + 1)
+        acted.append(job_id)
+    for key in set(suspects) - seen:
+        del suspects[key]
+    return acted
 
 
 class JobManager:
@@ -311,6 +424,7 @@ class JobManager:
             embedded_workers = env_number("VITLENS_EMBEDDED_WORKERS", default)
         if embedded_workers > 0:
             self.start_workers(embedded_workers)
+            self.start_workers(env_number("VITLENS_INTERACTIVE_WORKERS", 1), lanes="interactive")
 
     # ---- submit / join
 
@@ -348,8 +462,7 @@ class JobManager:
         return self.get(job_id)
 
     def enqueue(self, job_id: str, spec: JobSpec, priority: int) -> None:
-        task = self.huey.vitlens_task.s(json.dumps(spec.to_dict(), sort_keys=True), job_id, priority=priority)
-        self.huey.enqueue(task)
+        put_message(self.huey, lane_of(spec), json.dumps(spec.to_dict(), sort_keys=True), job_id, priority, 0)
 
     def _latest(self, request: str) -> Job | None:
         job_id = self.records.get("request", request)
@@ -386,8 +499,8 @@ class JobManager:
                 if isinstance(w, dict) and now - w.get("heartbeat", 0) <= stale]
 
     def pending(self) -> int:
-        """Messages waiting in the queue."""
-        return self.huey.pending_count()
+        """Messages waiting in the queue (both lanes)."""
+        return sum(queue.pending_count() for queue in self.huey.vitlens_lanes.values())
 
     def wait(self, job: Job, timeout: float = 600.0, poll: float = 0.1) -> Job:
         """Block until JOB finishes (tests and scripts; pages poll instead). Returns its last snapshot."""
@@ -419,19 +532,24 @@ class JobManager:
         for job in sorted(finished, key=lambda j: j.created)[:max(0, len(jobs) - self._keep)]:
             for kind in ("job", "run", "cancel"):
                 self.records.delete(kind, job.id)
+            for attempt in range(job.attempt + 1):
+                self.records.delete("claim", f"{job.id}:{attempt}")
+                self.records.delete("reap", f"{job.id}:{attempt}")
             if self.records.get("request", job.request) == job.id:
                 self.records.delete("request", job.request)
 
     # ---- embedded workers
 
-    def start_workers(self, count: int) -> None:
-        """Start COUNT `vitlens worker` subprocesses on this queue (they exit when this process does)."""
+    def start_workers(self, count: int, lanes: str = "all") -> None:
+        """Start COUNT `vitlens worker` subprocesses on this queue, taking from LANES ("all" or
+        "interactive"); they exit when this process does."""
         log_dir = Path(self.location).parent if not is_redis(self.location) else cache_dir()
         env = dict(os.environ, VITLENS_QUEUE=self.location if is_redis(self.location) else f"sqlite://{self.location}")
         for n in range(count):
-            log = open(log_dir / f"worker-{os.getpid()}-{n}.log", "ab")
+            name = f"embedded-{os.getpid()}-{lanes}-{n}"
+            log = open(log_dir / f"worker-{name}.log", "ab")
             cmd = [sys.executable, "-m", "vitlens", "worker", "--parent-pid", str(os.getpid()),
-                   "--name", f"embedded-{os.getpid()}-{n}"]
+                   "--name", name, "--lanes", lanes]
             self._workers.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                                   stderr=subprocess.STDOUT))
             log.close()

@@ -1,11 +1,13 @@
 """`vitlens worker`: a process that takes jobs from the queue (`vitlens.jobs`) and runs them.
 
-One job at a time (start one worker per GPU). The loop takes the next message (highest priority
-first), writes the job's `run:` record (running, heartbeat), calls `engine.run` with a progress
-callback that writes progress, honours Cancel and notices shutdown, and records done / failed /
-cancelled. A heartbeat thread refreshes the job's and the worker's heartbeat every
-`VITLENS_HEARTBEAT_S` seconds even while a long step runs, so a worker that dies (SIGKILL, power)
-leaves its job reading "failed: the worker stopped during the job" once the heartbeat is stale.
+One job at a time (start one worker per GPU). The loop takes the next message (the interactive
+lane first, then the heavy one unless `--lanes interactive`; highest priority first in each),
+claims it (`claim:<id>:<attempt>`, once: a duplicate or outdated message is dropped), writes the
+job's `run:` record (running, heartbeat), calls `engine.run` with a progress callback that writes
+progress, honours Cancel and notices shutdown, and records done / failed / cancelled. A heartbeat
+thread refreshes the job's and the worker's heartbeat every `VITLENS_HEARTBEAT_S` seconds even
+while a long step runs, and sweeps for the jobs of workers that died (`jobs.sweep_lost_jobs`):
+such a job is retried once, then fails with "the worker stopped during the job".
 
 SIGTERM / SIGINT (docker stop, Ctrl-C) or the death of the parent (`--parent-pid`, the embedded
 workers of a dashboard): the running job stops at its next progress update, its state goes back to
@@ -28,18 +30,32 @@ from huey.exceptions import HueyException
 
 from .engine import run
 from .errors import VitlensError
-from .jobs import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, SHARDED, JobCancelled, Records, env_number,
-                   job_spec_from_json, open_queue, run_arguments)
+from .jobs import (CANCELLED, DONE, FAILED, LANES, QUEUED, RUNNING, SHARDED, JobCancelled, Records, env_number,
+                   job_spec_from_json, message_args, open_queue, put_message, run_arguments, stale_after,
+                   sweep_lost_jobs)
+
+FINAL = (DONE, FAILED, CANCELLED)
 
 
 class WorkerStopping(Exception):
     """Raised inside a running job (at its next progress update) when the worker shuts down."""
 
 
+class JobSuperseded(Exception):
+    """Raised inside a running job when a sweep gave it to another attempt (this worker was silent
+    for longer than VITLENS_JOB_STALE_S); the job's records are the other attempt's now."""
+
+
 class Worker:
     def __init__(self, location: str | None = None, name: str | None = None, parent_pid: int | None = None,
-                 poll: float = 0.5, heartbeat: float | None = None, once: bool = False):
+                 poll: float = 0.5, heartbeat: float | None = None, once: bool = False, lanes: str = "all"):
+        if lanes not in ("all", "interactive"):
+            raise VitlensError(f"--lanes must be all or interactive, got {lanes!r}")
         self.huey = open_queue(location)
+        self.lanes = LANES if lanes == "all" else ("interactive",)
+        self.stale_s = stale_after()
+        self._suspects: dict = {}
+        self._last_sweep = 0.0
         self.records = Records(self.huey)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.parent_pid = parent_pid
@@ -80,7 +96,7 @@ class Worker:
                     self.stop()
                     break
                 try:
-                    task = self.huey.dequeue()
+                    task = self._take()
                 except (ValueError, TypeError, KeyError, HueyException) as err:  # not a vitlens message (never unpickled)
                     print(f"vitlens worker {self.name}: dropped a bad queue message: {err}", file=sys.stderr, flush=True)
                     continue
@@ -95,9 +111,30 @@ class Worker:
         print(f"vitlens worker {self.name}: stopped {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
         return 0
 
+    def _take(self):
+        """The next message: the first lane that has one (ValueError for one that is not a job's)."""
+        for lane in self.lanes:
+            task = self.huey.vitlens_lanes[lane].dequeue()
+            if task is not None:
+                message_args(task)
+                task.vitlens_lane = lane
+                return task
+        return None
+
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.beat):
             self._write_heartbeat()
+            if time.time() - self._last_sweep >= max(self.beat, self.stale_s / 4):
+                self._last_sweep = time.time()
+                self.sweep()
+
+    def sweep(self) -> None:
+        try:
+            for job_id in sweep_lost_jobs(self.huey, self.records, self.stale_s, self._suspects):
+                print(f"vitlens worker {self.name}: recovered job {job_id} of a worker that stopped",
+                      file=sys.stderr, flush=True)
+        except Exception as err:  # as for the heartbeat: the next sweep retries
+            print(f"vitlens worker {self.name}: sweep failed: {err}", file=sys.stderr, flush=True)
 
     def _write_heartbeat(self) -> None:
         try:
@@ -119,19 +156,22 @@ class Worker:
     # ---- one job
 
     def execute(self, task) -> None:
-        spec_json, job_id = task.args
+        spec_json, job_id, attempt = message_args(task)
         if self.records.get("job", job_id) is None:
             return  # trimmed or unknown: nothing to report to
+        previous = self.records.get("run", job_id) or {}
+        if previous.get("attempt", 0) != attempt or previous.get("state", QUEUED) in FINAL:
+            return  # an outdated message (a sweep queued a newer attempt) or the job has ended
+        if not self.records.claim("claim", f"{job_id}:{attempt}", self.name):
+            return  # a duplicate message: another worker (or a sweep) has this attempt
         if self.records.get("cancel", job_id) is not None:
-            previous = self.records.get("run", job_id) or {}
             self.records.put("run", job_id, dict(previous, state=CANCELLED, finished=time.time(),
                                                  message="cancelled before it started"))
             return
-        previous = self.records.get("run", job_id) or {}
         self.job_id = job_id
         self._run = dict(state=RUNNING, started=time.time(), finished=None, done=0.0, total=0.0,
                          message="starting", error=None, from_cache=False, worker=self.name,
-                         runs=previous.get("runs", 0) + 1)
+                         runs=previous.get("runs", 0) + 1, attempt=attempt, lost=previous.get("lost", 0))
         self._save()
         last_check = [0.0]
 
@@ -143,6 +183,8 @@ class Worker:
                 last_check[0] = now
                 if self.records.get("cancel", job_id) is not None:
                     raise JobCancelled()
+                if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
+                    raise JobSuperseded()
                 self._save(done=float(done), total=float(total), message=str(message))
 
         try:
@@ -155,8 +197,12 @@ class Worker:
             self._save(state=DONE, finished=time.time(), from_cache=from_cache,
                        done=self._run.get("total") or 1.0, total=self._run.get("total") or 1.0, message="done")
         except WorkerStopping:
-            self._save(state=QUEUED, message="back in the queue (a worker stopped); it continues on restart")
-            self.huey.enqueue(self.huey.vitlens_task.s(spec_json, job_id, priority=task.priority))
+            self._save(state=QUEUED, attempt=attempt + 1,
+                       message="back in the queue (a worker stopped); it continues on restart")
+            put_message(self.huey, task.vitlens_lane, spec_json, job_id, task.priority, attempt + 1)
+        except JobSuperseded:
+            print(f"vitlens worker {self.name}: job {job_id} went to another attempt; stopped it",
+                  file=sys.stderr, flush=True)
         except JobCancelled:
             self._save(state=CANCELLED, finished=time.time(), message="cancelled")
         except VitlensError as err:
@@ -200,13 +246,13 @@ class Worker:
 
 
 def serve(location: str | None = None, name: str | None = None, parent_pid: int | None = None,
-          once: bool = False, exit_now: bool = False) -> int:
+          once: bool = False, exit_now: bool = False, lanes: str = "all") -> int:
     """`vitlens worker`: serve the configured queue until SIGTERM.
 
     EXIT_NOW (the CLI): end the process as soon as the loop stops. Every record and cache entry is
     committed by then; skipping the interpreter's teardown (seconds with torch loaded on a busy
     machine) keeps the stop well inside docker's 10 s grace period."""
-    code = Worker(location, name=name, parent_pid=parent_pid, once=once).serve()
+    code = Worker(location, name=name, parent_pid=parent_pid, once=once, lanes=lanes).serve()
     if exit_now:
         sys.stdout.flush()
         sys.stderr.flush()
