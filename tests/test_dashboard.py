@@ -197,3 +197,22 @@ def test_sign_in_gate(monkeypatch):
     at.run()
     assert not at.exception and not at.get("plotly_chart")
     assert any(b.label == "Sign in" for b in at.button)  # configured, not signed in yet
+
+
+def test_signed_in_tabs_count_as_one_user(monkeypatch):
+    """With sign-in on, limits and uploads follow the signed-in address, not the browser tab."""
+    seen = []
+    for _ in range(2):  # two tabs of the same user
+        monkeypatch.setenv("VITLENS_ALLOWED_EMAILS", "@lab.org")
+        at = AppTest.from_string(
+            "import streamlit as st\nfrom vitlens.ui import session_id\nst.text(session_id())", default_timeout=60)
+        at.user = {"is_logged_in": True, "email": "Ana@Lab.org"}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        seen.append(at.text[0].value)
+    assert seen == ["user:ana@lab.org", "user:ana@lab.org"]
+    monkeypatch.delenv("VITLENS_ALLOWED_EMAILS")
+    at = AppTest.from_string("import streamlit as st\nfrom vitlens.ui import session_id\nst.text(session_id())")
+    at.user = {"is_logged_in": True, "email": "ana@lab.org"}  # sign-in off: the tab is the session
+    at.run()
+    assert not at.text[0].value.startswith("user:")

@@ -333,9 +333,11 @@ def autorun_default(spec: JobSpec) -> bool:
 
 
 def session_id() -> str:
-    """This browser session's id (Streamlit's own; a uuid kept in the session state outside a server run).
-
-    The job limits count per session (`VITLENS_MAX_JOBS_PER_SESSION`)."""
+    """Who the job limits (`VITLENS_MAX_JOBS_PER_SESSION`), the queue's round-robin and the uploads
+    count for: with sign-in on, the signed-in address (all of one user's tabs together); otherwise
+    this browser session (Streamlit's own id; a uuid kept in the session state outside a server run)."""
+    if allowed_emails() and st.user.get("is_logged_in", False) and st.user.get("email"):
+        return f"user:{str(st.user.get('email')).strip().lower()}"
     if "vl_session_id" not in st.session_state:
         ctx = get_script_run_ctx(suppress_warning=True)
         st.session_state["vl_session_id"] = ctx.session_id if ctx is not None else uuid.uuid4().hex
