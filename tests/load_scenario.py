@@ -20,13 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
 BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 QUICK = "samples=64&batch_size=32"
 # eight teammates' links: four quick views (page, analysis) on two demo models, each a different request
 VIEWS = (("Fourier", "fourier"), ("Feature_variance", "variance"), ("Similarity", "cka"), ("Noise_robustness", "noise"))
 MODELS = ("demo_resnet", "demo_vit")
-CHEAP_LINKS = [f"{page}?model={model}&{QUICK}" for page, _ in VIEWS for model in MODELS]
 LINK_JOB = {f"{page}?model={model}&{QUICK}": (analysis, model) for page, analysis in VIEWS for model in MODELS}
+CHEAP_LINKS = list(LINK_JOB)
 HEAVY_LINK = "Loss_landscape?model=demo_resnet&samples=512&batch_size=64&grid=21&seed={seed}"
 CHART = '[data-testid="stPlotlyChart"]'
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -48,14 +48,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app.py` on a free loopback port with its own cache, checkpoint and data roots;
+def start_server(home: Path, script: str = "app.py", **env: str) -> tuple[subprocess.Popen, str]:
+    """`streamlit run SCRIPT` on a free loopback port with its own cache, checkpoint and data roots;
     returns (process, base URL) once /_stcore/health answers. Its log is HOME/server.log."""
     port = free_port()
     full = dict(os.environ, VITLENS_CACHE_DIR=str(home / "cache"), VITLENS_CHECKPOINT_ROOT=str(home / "ckpt"),
                 VITLENS_DATA_ROOT=str(home / "data"), **env)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / script), "--server.headless",
                              "true", "--server.port", str(port), "--server.address", "127.0.0.1",
                              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                             cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
@@ -143,8 +143,7 @@ def run_scenario(home: Path, heavy: int = 6, timeout_s: float = 240.0, **env: st
         time.sleep(0.5)
     after = {j.id: j for j in jobs.jobs()}
     times = [s["seconds"] for s in out["sessions"] if s["seconds"] is not None]
-    lost = [j.id for j in out["heavy_jobs"] if j.id not in after or after[j.id].state == "failed"]
-    lost += [j.id for j in after.values() if j.state == "failed"]
+    lost = {j.id for j in out["heavy_jobs"] if j.id not in after} | {j.id for j in after.values() if j.state == "failed"}
     return dict(
         cheap_views=len(CHEAP_LINKS), charts=len(times),
         median_s=round(statistics.median(times), 1) if times else None,
@@ -154,7 +153,7 @@ def run_scenario(home: Path, heavy: int = 6, timeout_s: float = 240.0, **env: st
         error_texts=[e for s in out["sessions"] for e in s["errors"]],
         heavy_accepted=len(out["heavy_jobs"]), heavy_refused=len(out["flood_refusals"]),
         flood_unfinished=out["flood_unfinished"],  # heavy jobs not done when the last quick chart drew
-        refusals=out["flood_refusals"], jobs_lost=len(set(lost)),
+        refusals=out["flood_refusals"], jobs_lost=len(lost),
         jobs_done=sum(j.state == "done" for j in after.values()),
         sessions=out["sessions"], phases=_phases(out["sessions"], after.values()),
     )

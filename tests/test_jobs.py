@@ -103,14 +103,15 @@ def test_cheap_analyses_and_other_sessions_go_first(tmp_path, monkeypatch):
     b1 = jobs.submit(spec(seed=4), session="ben")
     worker = Worker(once=True)
     order = []
-    while (task := worker._take()) is not None:
-        order.append((task.vitlens_lane, task.args[1]))
+    while (taken := worker._take())[1] is not None:
+        lane, task = taken
+        order.append((lane, task.args[1]))
     # the interactive lane first; in it ben's first job before ana's (she has a job queued already),
     # then hers in order; the landscape last, from the heavy lane
     assert order == [("interactive", b1.id), ("interactive", a1.id), ("interactive", a2.id),
                      ("interactive", a3.id), ("heavy", heavy.id)]
     jobs.submit(spec(analysis="landscape", params={"grid": 5}, seed=9), session="cyd")
-    assert Worker(once=True, lanes="interactive")._take() is None  # an interactive worker leaves it
+    assert Worker(once=True, lanes="interactive")._take() == (None, None)  # an interactive worker leaves it
 
 
 def test_queue_messages_are_json_not_pickles(tmp_path, monkeypatch):

@@ -2,25 +2,14 @@
 views), and stops (with them) within 5 s of SIGTERM."""
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from load_scenario import BROWSER_FLAGS, CHROMIUM, browser_missing, start_server
 from queue_helpers import wait_until
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("VITLENS_CHROMIUM", "/usr/bin/chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -38,30 +27,13 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-@pytest.mark.skipif(os.environ.get("VITLENS_SKIP_BROWSER") == "1" or not Path(CHROMIUM).exists(),
-                    reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_dashboard_runs_its_worker_and_stops_within_5s_of_sigterm(tmp_path):
     from playwright.sync_api import sync_playwright
-    port = _free_port()
-    env = dict(os.environ, VITLENS_CACHE_DIR=str(tmp_path / "cache"), VITLENS_CHECKPOINT_ROOT=str(tmp_path / "ckpt"),
-               VITLENS_DATA_ROOT=str(tmp_path / "data"), OMP_NUM_THREADS="1")
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "pages/9_Jobs.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, url = start_server(tmp_path, "pages/9_Jobs.py", OMP_NUM_THREADS="1")
     try:
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok"
-            except OSError:
-                return False
-        wait_until(healthy, 90, "streamlit", poll=0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
             page = browser.new_page()
             page.goto(url, timeout=60000)
             # the page's first run made the job manager, which started the embedded worker processes
@@ -79,4 +51,3 @@ def test_dashboard_runs_its_worker_and_stops_within_5s_of_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        log.close()

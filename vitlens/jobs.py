@@ -68,6 +68,7 @@ from .errors import VitlensError
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
+FINAL = (DONE, FAILED, CANCELLED)
 SHARDED = ("hessian", "landscape")  # analyses that split their work over torchrun ranks
 CHEAP = ("evaluate", "variance", "fourier", "cka", "lesion", "noise")  # the interactive lane
 LANES = ("interactive", "heavy")  # the order every worker takes them in
@@ -208,10 +209,10 @@ def open_queue(location: str | None = None):
     return huey
 
 
-def put_message(huey, lane: str, spec_json: str, job_id: str, priority: int, attempt: int) -> None:
-    """Queue one attempt of a job in LANE (a message carries the spec as JSON, the id and the attempt)."""
-    queue = huey.vitlens_lanes[lane]
-    queue.enqueue(queue.vitlens_task.s(spec_json, job_id, attempt, priority=priority))
+def put_message(huey, spec: JobSpec, job_id: str, priority: int, attempt: int) -> None:
+    """Queue one attempt of a job in its lane (a message carries the spec as JSON, the id and the attempt)."""
+    queue = huey.vitlens_lanes[lane_of(spec)]
+    queue.enqueue(queue.vitlens_task.s(json.dumps(spec.to_dict(), sort_keys=True), job_id, attempt, priority=priority))
 
 
 def message_args(task) -> tuple[str, str, int]:
@@ -400,8 +401,7 @@ def sweep_lost_jobs(huey, records: Records, stale_s: float, suspects: dict, now:
             lost = job.lost + (state == RUNNING)
             records.put("run", job_id, dict(run, state=QUEUED, attempt=attempt + 1, lost=lost, done=0.0,
                                             message=RETRY_MESSAGE if state == RUNNING else REQUEUED_MESSAGE))
-            put_message(huey, lane_of(job.spec), json.dumps(job.spec.to_dict(), sort_keys=True), job_id,
-                        job.priority, attempt + 1)
+            put_message(huey, job.spec, job_id, job.priority, attempt + 1)
         acted.append(job_id)
     for key in set(suspects) - seen:
         del suspects[key]
@@ -462,7 +462,7 @@ class JobManager:
         return self.get(job_id)
 
     def enqueue(self, job_id: str, spec: JobSpec, priority: int) -> None:
-        put_message(self.huey, lane_of(spec), json.dumps(spec.to_dict(), sort_keys=True), job_id, priority, 0)
+        put_message(self.huey, spec, job_id, priority, 0)
 
     def _latest(self, request: str) -> Job | None:
         job_id = self.records.get("request", request)

@@ -30,11 +30,9 @@ from huey.exceptions import HueyException
 
 from .engine import run
 from .errors import VitlensError
-from .jobs import (CANCELLED, DONE, FAILED, LANES, QUEUED, RUNNING, SHARDED, JobCancelled, Records, env_number,
-                   job_spec_from_json, message_args, open_queue, put_message, run_arguments, stale_after,
-                   sweep_lost_jobs)
-
-FINAL = (DONE, FAILED, CANCELLED)
+from .jobs import (CANCELLED, DONE, FAILED, FINAL, LANES, QUEUED, RUNNING, SHARDED, JobCancelled, Records,
+                   env_number, job_spec_from_json, message_args, open_queue, put_message, run_arguments,
+                   stale_after, sweep_lost_jobs)
 
 
 class WorkerStopping(Exception):
@@ -96,7 +94,7 @@ class Worker:
                     self.stop()
                     break
                 try:
-                    task = self._take()
+                    _, task = self._take()
                 except (ValueError, TypeError, KeyError, HueyException) as err:  # not a vitlens message (never unpickled)
                     print(f"vitlens worker {self.name}: dropped a bad queue message: {err}", file=sys.stderr, flush=True)
                     continue
@@ -112,14 +110,14 @@ class Worker:
         return 0
 
     def _take(self):
-        """The next message: the first lane that has one (ValueError for one that is not a job's)."""
+        """(lane, message) of the next message, from the first lane that has one, or (None, None);
+        ValueError for a message that is not a job's."""
         for lane in self.lanes:
             task = self.huey.vitlens_lanes[lane].dequeue()
             if task is not None:
                 message_args(task)
-                task.vitlens_lane = lane
-                return task
-        return None
+                return lane, task
+        return None, None
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.beat):
@@ -199,7 +197,7 @@ class Worker:
         except WorkerStopping:
             self._save(state=QUEUED, attempt=attempt + 1,
                        message="back in the queue (a worker stopped); it continues on restart")
-            put_message(self.huey, task.vitlens_lane, spec_json, job_id, task.priority, attempt + 1)
+            put_message(self.huey, spec, job_id, task.priority, attempt + 1)
         except JobSuperseded:
             print(f"vitlens worker {self.name}: job {job_id} went to another attempt; stopped it",
                   file=sys.stderr, flush=True)
