@@ -80,3 +80,12 @@ def test_uploads_are_per_session_checked_and_bounded(tmp_path, monkeypatch):
     assert ui.upload_folder() not in kept  # another session, another folder
     at = _open({"checkpoint": kept})  # a link to session A's upload, opened by a new session
     assert any("another session's upload" in e.value for e in at.error), [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("name", ["VITLENS_INTERACTIVE_WORKERS", "VITLENS_MAX_JOBS", "VITLENS_QUEUE"])
+def test_a_misconfigured_queue_is_one_line_not_a_traceback(name, monkeypatch):
+    monkeypatch.setenv(name, "not a number" if name != "VITLENS_QUEUE" else "ftp://elsewhere")
+    at = _open({}, page="pages/8_Compare.py")
+    assert len(at.error) == 1, [e.value for e in at.error]
+    assert name in at.error[0].value and "misconfigured" in at.error[0].value
+    assert not at.get("plotly_chart")

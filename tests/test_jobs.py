@@ -177,3 +177,12 @@ def test_a_worker_drops_messages_that_are_not_jobs_and_keeps_serving(tmp_path, m
     lane.enqueue(lane.vitlens_task.s("{}", 5, "not an attempt"))  # well-formed JSON, wrong arguments
     assert Worker(once=True).serve() == 0
     assert jobs.pending() == 0 and "dropped a bad queue message" in capfd.readouterr().err
+
+
+def test_a_bad_worker_count_starts_no_worker(tmp_path, monkeypatch):
+    """VITLENS_INTERACTIVE_WORKERS is read before any worker starts (a retry must not pile them up)."""
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("VITLENS_INTERACTIVE_WORKERS", "two")
+    with pytest.raises(VitlensError, match="VITLENS_INTERACTIVE_WORKERS must be a number"):
+        JobManager(embedded_workers=1)
+    assert not list((tmp_path / "results" / "queue").glob("worker-*.log"))

@@ -423,8 +423,9 @@ class JobManager:
             default = 0 if is_redis(self.location) else env_number("VITLENS_WORKERS", 1)
             embedded_workers = env_number("VITLENS_EMBEDDED_WORKERS", default)
         if embedded_workers > 0:
+            interactive = env_number("VITLENS_INTERACTIVE_WORKERS", 1)  # a bad value: no process started yet
             self.start_workers(embedded_workers)
-            self.start_workers(env_number("VITLENS_INTERACTIVE_WORKERS", 1), lanes="interactive")
+            self.start_workers(interactive, lanes="interactive")
 
     # ---- submit / join
 

@@ -475,6 +475,11 @@ def page(title: str, caption: str) -> None:
     state (see `value`)."""
     st.set_page_config(page_title=f"vitlens · {title}", layout="wide")
     require_sign_in()
+    try:  # the job queue and its settings (VITLENS_QUEUE, VITLENS_*WORKERS, VITLENS_MAX_*): one line if wrong
+        manager()
+    except VitlensError as err:
+        st.error(f"This server's job queue is misconfigured: {str(err).splitlines()[0]}")
+        st.stop()
     st.session_state["vl__title"] = title
     st.title(title)
     st.caption(caption)
