@@ -14,8 +14,13 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own result cache folder (never the user's)."""
+    """Every test gets its own result cache folder (never the user's), so each dashboard test starts
+    its own embedded worker; only the tests about the interactive lane also start an interactive
+    worker (they set VITLENS_INTERACTIVE_WORKERS themselves). A second worker process per page test
+    is one more torch import on 2 cores; one page test missed its 120 s limit with it in a run that
+    shared the cores with a second test run."""
     monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path_factory.mktemp("cache") / "results"))
+    monkeypatch.setenv("VITLENS_INTERACTIVE_WORKERS", "0")
     torch.manual_seed(0)
 
 

@@ -30,7 +30,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_dashboard_runs_its_worker_and_stops_within_5s_of_sigterm(tmp_path):
     from playwright.sync_api import sync_playwright
-    proc, url = start_server(tmp_path, "pages/9_Jobs.py", OMP_NUM_THREADS="1")
+    proc, url = start_server(tmp_path, "pages/9_Jobs.py", OMP_NUM_THREADS="1", VITLENS_INTERACTIVE_WORKERS="1")
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS)
