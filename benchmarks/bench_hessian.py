@@ -7,9 +7,9 @@ Not a test: run by hand, prints markdown tables of medians and ratios.
 
 Per model, on one batch of 64 (digits, resized to the model's input):
   * hvp:      seconds of one gradient (forward + backward) and of one HVP per engine; HVP / gradient.
-  * top5:     vitlens Lanczos (default tol 1e-2, gap-aware stop) vs PyHessian `eigenvalues(top_n=5)` with its
+  * top5:     vitlens Lanczos (default tol 1e-2, residual stop; and gap-aware) vs PyHessian `eigenvalues(top_n=5)` with its
               defaults: time, HVPs, max relative error of the five against a tight Lanczos reference (--ref-tol,
-              default 1e-7); also vitlens with the residual-only stop (the earlier rule) for comparison.
+              default 1e-7); the gap-aware stop and the residual stop (the default) side by side.
   * trace:    standard error of Hutch++ and the Krylov-deflated estimator with --probes HVPs each, against
               Hutchinson with twice as many; "Hutchinson HVPs for this stderr" = (Hutchinson's per-probe
               standard deviation / stderr)^2 (stderr shrinks as 1/sqrt(probes)); PyHessian `trace()` defaults.

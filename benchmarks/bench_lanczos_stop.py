@@ -9,8 +9,8 @@ size, one long Lanczos run (--ref-steps, its own start vector) gives the referen
 replayed on the prefixes of the recorded runs (a rule only sees T's first m rows, so replaying is the
 same as stopping), for k = 1, 2, 5 at tol = 1e-2:
 
-  * residual: every top-k Ritz pair with ||r|| <= tol |theta| (the rigorous bound);
-  * gap:      the tighter of ||r|| and ||r||^2 / gap (`vitlens.hessian.lanczos.error_bounds`, the default).
+  * residual: every top-k Ritz pair with ||r|| <= tol |theta| (the rigorous bound; the default);
+  * gap:      the tighter of ||r|| and ||r||^2 / gap (`vitlens.hessian.lanczos.error_bounds`; the default is residual).
 
 Reported per rule: mean products (HVPs) at the stop, and failures: runs where some true top-k
 eigenvalue has no computed one within tol of it (order-free, so swapped near-equal magnitudes are not

@@ -11,6 +11,9 @@ Part 1, time per grid point (each repetition times every method once, in rotatin
   * "paper":  the algorithm of Park & Kim's ``get_loss_landscape`` (written here from its
             description): deep-copy the saved state dict, add ``a*d1 + b*d2`` to every entry
             (stacked and summed), ``load_state_dict``, evaluate, then the L1 and L2 norms.
+  * "stacked4": `PointEvaluator.evaluate_many` of 4 points (one vmap pass over the weights stacked
+            per point, per batch), its time / 4: whether several points per pass pay on this device
+            (the landscape's ``points_per_pass``; 0 chooses 1 on the CPU).
   Targets: vitlens / plain <= 1.15; vitlens / paper <= 1.
 
 Part 2, statistical mode on a 21x21 surface of each of --stat-models (default demo_resnet and
@@ -89,14 +92,15 @@ def per_point(name: str, samples_n: int, batch_size: int, reps: int) -> dict:
     data = load_data("digits", "test", samples=samples_n, seed=0, model=model)
     samples = prepare_samples(data, batch_size, seed=0, shuffle=False)
     directions = random_directions(model, 2, seed=0)
-    times = {"plain": [], "vitlens": [], "paper": []}
+    times = {"plain": [], "vitlens": [], "paper": [], "stacked4": []}
     coords = [(0.3, -0.2), (-0.5, 0.4), (0.1, 0.9)]
     with eval_mode(model):
         fast = PointEvaluator(model, samples, directions, weight_decay=5e-2)
         paper = PaperBaseline(model, directions)
         methods = {"plain": lambda c: plain_pass(model, samples),
                    "vitlens": lambda c: fast.evaluate(c),
-                   "paper": lambda c: paper.evaluate(c, samples)}
+                   "paper": lambda c: paper.evaluate(c, samples),
+                   "stacked4": lambda c: fast.evaluate_many([(c[0] * s, c[1] * s) for s in (1.0, 0.9, 0.8, 0.7)])}
         order = list(methods)
         for rep in range(reps + 1):  # the first repetition warms up and is dropped
             order = order[1:] + order[:1]
@@ -104,7 +108,7 @@ def per_point(name: str, samples_n: int, batch_size: int, reps: int) -> dict:
                 c = coords[rep % len(coords)]
                 start = time.perf_counter()
                 methods[method](c)
-                took = time.perf_counter() - start
+                took = (time.perf_counter() - start) / (4 if method == "stacked4" else 1)
                 if method == "paper":
                     paper.restore()
                 else:
@@ -115,7 +119,9 @@ def per_point(name: str, samples_n: int, batch_size: int, reps: int) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(model=f"{name} ({weights})", params=sum(p.numel() for p in model.parameters()),
                 samples=samples.count, reps=reps, plain_s=med["plain"], vitlens_s=med["vitlens"],
-                paper_s=med["paper"], vitlens_over_plain=statistics.median(
+                paper_s=med["paper"], stacked4_per_point_s=med["stacked4"],
+                stacked4_over_plain=statistics.median([v / p for v, p in zip(times["stacked4"], times["plain"])]),
+                vitlens_over_plain=statistics.median(
                     [v / p for v, p in zip(times["vitlens"], times["plain"])]),
                 vitlens_over_paper=statistics.median([v / p for v, p in zip(times["vitlens"], times["paper"])]))
 
@@ -206,7 +212,8 @@ def main(argv=None) -> int:
         rows = [per_point(name, args.samples, args.batch_size, args.reps) for name in args.models.split(",")]
         print("Time per grid point (medians; ratios are medians of per-repetition ratios)\n")
         print(table(rows, ["model", "params", "samples", "reps", "plain_s", "vitlens_s", "paper_s",
-                           "vitlens_over_plain", "vitlens_over_paper"]))
+                           "vitlens_over_plain", "vitlens_over_paper", "stacked4_per_point_s",
+                           "stacked4_over_plain"]))
         sys.stdout.flush()
     if not args.skip_statistical:
         rows = []

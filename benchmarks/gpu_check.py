@@ -14,14 +14,14 @@ time-out is written into the report and the run goes on):
     --quick: demo_vit and demo_resnet):
       - hvp: one gradient (timm's attention as shipped; and inside the Hessian's math attention),
         one HVP per engine, and whether a double backward runs through timm's fused attention;
-      - top-5 on one batch (64): vitlens Lanczos (gap-aware stop; residual-only stop) vs PyHessian
+      - top-5 on one batch (64): vitlens Lanczos (residual stop, the default; gap-aware stop) vs PyHessian
         `eigenvalues(top_n=5)` on the same device, errors against a tight Lanczos reference;
       - spectrum: `max_eigenvalue_spectrum` on minibatches of 16 with together = 1, 4, 16, 64
         (seconds per minibatch, GPU peak memory), `auto_together`'s choice, PyHessian per minibatch;
   * projection: the paper's spectrum (10% of CIFAR-100's train set: 313 minibatches of 16, top-5)
     from the measured seconds per minibatch;
-  * landscape: one grid point (`PointEvaluator.evaluate`) vs one plain evaluation pass, and a
-    prototype of several points per pass (vmap over stacked weights; not in vitlens yet);
+  * landscape: one grid point (`PointEvaluator.evaluate`) vs one plain evaluation pass,
+    several points per pass (`PointEvaluator.evaluate_many`) and the size `points_per_pass=0` would choose;
   * features: one Fourier + variance `collect` pass vs a forward pass.
 
 Every timing is the median of --reps calls (fewer when a section's time runs short; the count is
@@ -46,7 +46,6 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -253,8 +252,9 @@ def part_tests(lines: list, budget: float) -> None:
         lines.append(f"| {label} (`{' '.join(targets)}`) | {summary} | {time.perf_counter() - t0:.1f} |")
     if failures:
         lines += ["", "Failures:", "```", *failures[:30], "```"]
-    lines.append("\ntests/test_hessian.py moves its models and data to VITLENS_TEST_DEVICE; other files run "
-                 "on the CPU unless they honour it.")
+    lines.append("\nOn VITLENS_TEST_DEVICE: tests/test_hessian.py (models and data), test_landscape_surface.py "
+                 "(grid points, one and several per pass), test_features*.py (the analyses' Context); the job "
+                 "and queue tests run analyses with device auto, which is the GPU when one is visible.")
 
 
 def part_hvp(lines: list, model, cfg: dict, device, args) -> None:
@@ -324,8 +324,8 @@ def part_top5(lines: list, model, cfg: dict, device, args, budget: float) -> Non
               f"| top-{k} | seconds (median) | reps | HVPs | max rel. error vs reference | x PyHessian time |",
               "|---|---|---|---|---|---|"]
     rows = []
-    for label, bound in (("vitlens Lanczos, gap-aware stop (default)", "gap"),
-                         ("vitlens Lanczos, residual-only stop", "residual")):
+    for label, bound in (("vitlens Lanczos, gap-aware stop", "gap"),
+                         ("vitlens Lanczos, residual stop (default)", "residual")):
         left = budget - (time.perf_counter() - start)
         seconds, n, top = reps_within(lambda: top_eigenvalues(model, batch, k=k, seed=0, bound=bound), args.reps,
                                       left / 4)
@@ -340,7 +340,8 @@ def part_top5(lines: list, model, cfg: dict, device, args, budget: float) -> Non
                                                                                               ref.eigenvalues)))
     for label, s, n, h, err in rows:
         lines.append(f"| {label} | {fmt(s, 4)} | {n} | {h} | {err:.2e} | {fmt(s / theirs, 3)} |")
-    lines.append(f"\ntop-{k} speed-up vs PyHessian (gap-aware stop): **{theirs / rows[0][1]:.1f}x**")
+    lines.append(f"\ntop-{k} speed-up vs PyHessian: **{theirs / rows[1][1]:.1f}x** (residual stop, the default); "
+                 f"{theirs / rows[0][1]:.1f}x (gap-aware stop)")
 
 
 def part_spectrum(lines: list, model, cfg: dict, device, args, budget: float, record: dict) -> None:
@@ -423,45 +424,29 @@ def part_landscape(lines: list, model, cfg: dict, device, args) -> None:
         plain_s, _ = median_time(lambda: plain_pass(model, samples), reps)
         try:
             point_s, _ = median_time(lambda: evaluator.evaluate((0.3, -0.2)), reps)
-        finally:
-            evaluator.restore()
-        lines += [f"{samples.count} samples in batches of {bs}", "",
-                  "| per grid point | seconds | x plain pass |", "|---|---|---|",
-                  f"| plain evaluation pass (anchor) | {plain_s:.4f} | 1.00 |",
-                  f"| vitlens PointEvaluator.evaluate | {point_s:.4f} | {point_s / plain_s:.2f} |"]
-        for points in cfg["points"]:
-            coords = [(0.1 * i, -0.05 * i) for i in range(points)]
+            lines += [f"{samples.count} samples in batches of {bs}", "",
+                      "| per grid point | seconds | x plain pass |", "|---|---|---|",
+                      f"| plain evaluation pass (anchor) | {plain_s:.4f} | 1.00 |",
+                      f"| vitlens PointEvaluator.evaluate | {point_s:.4f} | {point_s / plain_s:.2f} |"]
+            for points in cfg["points"]:
+                coords = [(0.1 * i, -0.05 * i) for i in range(points)]
+                try:
+                    seconds, _ = median_time(lambda: evaluator.evaluate_many(coords), reps)
+                    lines.append(f"| PointEvaluator.evaluate_many, {points} points per pass (vmap over stacked "
+                                 f"weights), per point | {seconds / points:.4f} | {seconds / points / plain_s:.2f} |")
+                except Exception as err:
+                    check_timeout(err)
+                    lines.append(f"| evaluate_many, {points} points per pass | failed: {type(err).__name__}: "
+                                 f"{str(err).splitlines()[0][:100]} | |")
             try:
-                seconds, _ = median_time(lambda: points_per_pass(model, samples, directions, coords), reps)
-                lines.append(f"| prototype: {points} points per pass (vmap over stacked weights), per point | "
-                             f"{seconds / points:.4f} | {seconds / points / plain_s:.2f} |")
+                choice = evaluator.points_per_pass(probe=True)
+                lines.append(f"\n`points_per_pass` = 0 (auto) chooses **{choice}** here "
+                             f"(without probe on CPU: 1).")
             except Exception as err:
                 check_timeout(err)
-                lines.append(f"| prototype: {points} points per pass | failed: {type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:100]} | |")
-    lines.append("\nThe prototype is not in vitlens.landscape (on the CPU it did not pay, benchmarks/README.md); "
-                 "these rows say whether it would on this device.")
-
-
-@torch.no_grad()
-def points_per_pass(model, samples, directions, coords) -> torch.Tensor:
-    """Mean NLL at several points w0 + a d1 + b d2 in one pass per batch (torch.func.vmap over stacked
-    weights; buffers shared, eval mode)."""
-    from torch.func import functional_call, vmap
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    stacked = {}
-    for name, w in params.items():
-        offsets = [sum(c * d[name] for c, d in zip(point, directions) if name in d) for point in coords]
-        stacked[name] = torch.stack([w.detach() + (o if torch.is_tensor(o) else 0) for o in offsets])
-
-    def nll(weights, x, t):
-        return F.cross_entropy(functional_call(model, (weights, buffers), (x,)), t, reduction="sum")
-    per_point = vmap(nll, in_dims=(0, None, None))
-    total = torch.zeros(len(coords), device=next(model.parameters()).device)
-    for x, t, _ in samples.batches:
-        total += per_point(stacked, x, t)
-    return total / samples.count
+                lines.append(f"\nauto points_per_pass failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}")
+        finally:
+            evaluator.restore()
 
 
 def part_features(lines: list, model, cfg: dict, device, args) -> None:

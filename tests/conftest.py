@@ -24,6 +24,20 @@ def _private_cache(tmp_path_factory, monkeypatch):
     torch.manual_seed(0)
 
 
+# ----------------------------------------------------------------------------- the device under test
+
+TEST_DEVICE = torch.device(os.environ.get("VITLENS_TEST_DEVICE") or "cpu")
+
+
+@pytest.fixture
+def device():
+    """The device the engine tests put models and data on: VITLENS_TEST_DEVICE (default cpu;
+    benchmarks/gpu_check.sh sets cuda on a GPU machine). References stay on the CPU."""
+    if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible")
+    return TEST_DEVICE
+
+
 # ----------------------------------------------------------------------------- shared tiny models and data
 
 
@@ -59,9 +73,10 @@ def _tiny_data(n=40, seed=0):
 
 
 def _plain_eval(model, dataset):
-    """Loss the obvious way: one batch of everything, F.cross_entropy."""
-    x = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    y = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))])
+    """Loss the obvious way: one batch of everything (on the model's device), F.cross_entropy."""
+    device = next(model.parameters()).device
+    x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(device)
+    y = torch.stack([torch.as_tensor(dataset[i][1]) for i in range(len(dataset))]).to(device)
     with torch.no_grad():
         logits = model(x)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()

@@ -3,6 +3,7 @@
 Every number is checked against an independent computation (numpy formulas, the naive lesion loop,
 an explicit HSIC formula), on random-init demo models and small data so the file runs in about a minute.
 """
+import copy
 import math
 import os
 import subprocess
@@ -29,6 +30,8 @@ from vitlens.features import Reducer, block_table, collect, normalised_depth
 from vitlens.models import Block, blocks, feature_map, load_model, run_blocks
 from vitlens.progress import Progress
 
+from conftest import TEST_DEVICE
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -43,9 +46,15 @@ def _model(spec):
 
 
 def _context(model, dataset, analysis, batch_size=16, seed=0):
+    """The analysis' Context on the device under test (VITLENS_TEST_DEVICE, default cpu) with a copy of
+    MODEL there; MODEL itself stays on the CPU for the references."""
+    device = TEST_DEVICE
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible")
+    model = copy.deepcopy(model).to(device) if device.type != "cpu" else model
     spec = JobSpec(analysis=analysis, model="test", samples=len(dataset), batch_size=batch_size, seed=seed,
-                   device="cpu")
-    return Context(model, dataset, spec, torch.device("cpu"), lambda total, desc: Progress(total, desc))
+                   device=str(device))
+    return Context(model, dataset, spec, device, lambda total, desc: Progress(total, desc))
 
 
 def _all(dataset):

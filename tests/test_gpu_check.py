@@ -27,12 +27,15 @@ def test_gpu_check_quick_on_cpu(tmp_path):
         for title in SECTIONS[2:7]:
             assert f"## {model}: {title}" in text
     assert "## environment" in text and "## projected paper spectrum" in text
+    assert text.count("`points_per_pass` = 0 (auto) chooses **") == 2  # one per model
     statuses = re.findall(r"^\| (.+?) \| (ok|failed.*?|timed out.*?) \| [\d.]+ \|$", text, re.M)
     assert len(statuses) >= 2 + 2 * 6 + 1 and all(state == "ok" for _, state in statuses), statuses
     # the measured tables: every cell that is a number is finite, and the key figures are there
     assert not re.search(r"\b(nan|inf)\b", text, re.I), re.search(r".*\b(nan|inf)\b.*", text, re.I).group(0)
     for pattern in (r"\| HVP double_backward \| ([\d.e+-]+) \| ([\d.e+-]+) \|",
-                    r"\| vitlens Lanczos, gap-aware stop \(default\) \| ([\d.e+-]+) \|",
+                    r"\| vitlens Lanczos, residual stop \(default\) \| ([\d.e+-]+) \|",
+                    r"\| vitlens Lanczos, gap-aware stop \| ([\d.e+-]+) \|",
+                    r"\| PointEvaluator.evaluate_many, 2 points per pass .*? \| ([\d.e+-]+) \| ([\d.e+-]+) \|",
                     r"\| PyHessian eigenvalues\(top_n=2\), maxIter=10 \| ([\d.e+-]+) \|",
                     r"\| 2 \| 2 \| ([\d.e+-]+) \| ([\d.e+-]+) \|",  # spectrum, together = 2
                     r"\| vitlens PointEvaluator.evaluate \| ([\d.e+-]+) \| ([\d.e+-]+) \|",

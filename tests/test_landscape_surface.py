@@ -33,14 +33,18 @@ def assert_bit_equal(before, model):
         assert torch.equal(before[k], after[k]), k
 
 
-def test_grid_points_equal_plain_moved_copies_and_weights_restored(tiny_cnn, tiny_data, plain_eval):
-    model, data = tiny_cnn(), tiny_data(40)
+@pytest.mark.parametrize("per_pass", [1, 3])
+def test_grid_points_equal_plain_moved_copies_and_weights_restored(tiny_cnn, tiny_data, plain_eval, device, per_pass):
+    """Every point against a deep copy with the moved weights, evaluated plainly; with PER_PASS 3 the
+    points go through the batched (vmap) pass, 3 at a time (25 points: the last pass holds one)."""
+    model, data = tiny_cnn().to(device), tiny_data(40)
     directions = random_directions(model, 2, seed=1)
     before = snapshot(model)
-    samples = prepare_samples(data, batch_size=16, seed=0)
+    samples = prepare_samples(data, batch_size=16, seed=0, device=device)
     xs = grid_axis(5, -1, 1)
-    frame, info = loss_surface(model, samples, directions, xs, xs, weight_decay=0.1)
+    frame, info = loss_surface(model, samples, directions, xs, xs, weight_decay=0.1, points_per_pass=per_pass)
     assert_bit_equal(before, model)
+    assert info["points_per_pass"] == per_pass and info["points_evaluated"] == 25
     assert len(frame) == 25 and frame["finite"].all() and (frame["samples"] == 40).all()
     for x, y in [(0.0, 0.0), (-1.0, 0.5), (0.5, -0.5), (1.0, 1.0)]:
         row = frame[(frame.x == x) & (frame.y == y)].iloc[0]
@@ -55,13 +59,16 @@ def test_grid_points_equal_plain_moved_copies_and_weights_restored(tiny_cnn, tin
     assert centre.nll == pytest.approx(plain_eval(model, data)[0], rel=1e-6)
 
 
-def test_demo_vit_grid_point_matches_copy_and_centre_matches_plain(plain_eval):
-    model = load_model("demo_vit")
+@pytest.mark.parametrize("per_pass", [1, 4])
+def test_demo_vit_grid_point_matches_copy_and_centre_matches_plain(plain_eval, device, per_pass):
+    model = load_model("demo_vit").to(device)
     data = load_data("digits", "test", samples=24, seed=0, model=model)
     directions = random_directions(model, 2, seed=0)
     before = snapshot(model)
-    samples = prepare_samples(data, batch_size=12, seed=0)
-    frame, _ = loss_surface(model, samples, directions, [0.0, 0.7], [-0.3, 0.0], weight_decay=0.0)
+    samples = prepare_samples(data, batch_size=12, seed=0, device=device)
+    frame, info = loss_surface(model, samples, directions, [0.0, 0.7], [-0.3, 0.0], weight_decay=0.0,
+                               points_per_pass=per_pass)
+    assert info["points_per_pass"] == per_pass
     assert_bit_equal(before, model)
     row = frame[(frame.x == 0.7) & (frame.y == -0.3)].iloc[0]
     assert row.nll == pytest.approx(plain_eval(moved_copy(model, directions, (0.7, -0.3)), data)[0], rel=1e-5)
@@ -98,13 +105,15 @@ def test_weights_restored_after_interrupt_and_training_flag_kept(tiny_cnn, tiny_
     pd.testing.assert_frame_equal(resumed, full)
 
 
-def test_non_finite_points_kept_and_flagged(tiny_cnn, tiny_data):
+@pytest.mark.parametrize("per_pass", [1, 6])
+def test_non_finite_points_kept_and_flagged(tiny_cnn, tiny_data, per_pass):
     model, data = tiny_cnn(), tiny_data(16)
     before = snapshot(model)
     blow_up = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     blow_up["8.weight"] = torch.full_like(model[8].weight, 3e38)  # x = +-2 overflows the weights to inf
     calm = random_directions(model, 1, seed=0)[0]
-    frame, info = loss_surface(model, prepare_samples(data, 8), [blow_up, calm], [-2.0, 0.0, 2.0], [0.0, 0.5])
+    frame, info = loss_surface(model, prepare_samples(data, 8), [blow_up, calm], [-2.0, 0.0, 2.0], [0.0, 0.5],
+                               points_per_pass=per_pass)
     assert_bit_equal(before, model)
     assert len(frame) == 6
     assert not frame[frame.x != 0].finite.any()
@@ -112,6 +121,31 @@ def test_non_finite_points_kept_and_flagged(tiny_cnn, tiny_data):
     assert info["nonfinite_points"] == 4
     summary = sharpness(frame)
     assert summary["nonfinite_points"] == 4 and math.isnan(summary["curvature_x"])
+
+
+def test_points_per_pass_soft_targets_and_its_automatic_choice(tiny_cnn, tiny_data):
+    """Mixup's soft targets through the batched pass equal one point at a time; 0 chooses 1 on the CPU
+    (without a probe), statistical mode always takes points one by one, and a probe forced on the CPU
+    returns a size it tried."""
+    model, data = tiny_cnn(), tiny_data(32)
+    directions = random_directions(model, 2, seed=3)
+    samples = prepare_samples(data, batch_size=8, seed=0, num_classes=10, mixup=0.8, label_smoothing=0.1)
+    xs = grid_axis(3, -0.5, 0.5)
+    one, _ = loss_surface(model, samples, directions, xs, xs, weight_decay=0.05)
+    many, info = loss_surface(model, samples, directions, xs, xs, weight_decay=0.05, points_per_pass=4)
+    assert info["points_per_pass"] == 4
+    pd.testing.assert_frame_equal(many, one, rtol=1e-5)
+    _, auto = loss_surface(model, samples, directions, xs, xs, points_per_pass=0)
+    assert auto["points_per_pass"] == 1
+    _, stat = loss_surface(model, samples, directions, xs, xs, tolerance=0.5, points_per_pass=4, min_samples=8)
+    assert stat["points_per_pass"] == 1
+    from vitlens.landscape import PointEvaluator
+    evaluator = PointEvaluator(model, samples, directions)
+    before = snapshot(model)
+    assert evaluator.points_per_pass(candidates=(2, 4), probe=True, reps=1) in (1, 2, 4)
+    assert_bit_equal(before, model)
+    with pytest.raises(VitlensError, match="points_per_pass"):
+        loss_surface(model, samples, directions, xs, xs, points_per_pass=-1)
 
 
 def test_bad_input_is_a_clear_error(tiny_cnn, tiny_data):

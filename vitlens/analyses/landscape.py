@@ -30,6 +30,11 @@ cache under a key derived from everything that decides the numbers (model weight
 parameters; the same ingredients as the final Result's key, with analysis name
 "landscape:partial"). Running the same command again after an interruption continues from those
 rows; the partial entry is deleted when the grid is complete. ``--resume false`` ignores it.
+
+``--points-per-pass N`` (exact mode) evaluates N grid points with one batched forward pass per
+batch (vmap over the moved weights stacked per point); the default 0 chooses: 1 on the CPU, where
+it does not pay, and on a GPU whatever a short probe on the first batch finds fastest. The Result's
+``evaluation.points_per_pass`` gives the choice.
 """
 from __future__ import annotations
 
@@ -79,6 +84,8 @@ OPTIONS = [
     Option("trajectory", str, None, "folder of training checkpoints (directions trajectory)", nullable=True,
            path=True),
     Option("endpoint", str, None, "checkpoint at the path's end (directions path)", nullable=True, path=True),
+    Option("points_per_pass", int, 0, "exact mode: grid points per batched (vmap) forward pass; 0 = choose (a "
+           "quick probe on a GPU, 1 on the CPU)", low=0, high=64),
     Option("resume", bool, True, "continue an interrupted grid from the points already cached"),
 ]
 
@@ -143,7 +150,7 @@ def _partial_store(ctx: Context, params: dict):
         return None
     data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
                      batch_size=spec.batch_size)
-    keyed = {k: v for k, v in params.items() if k != "resume"}
+    keyed = {k: v for k, v in params.items() if k not in ("resume", "points_per_pass")}  # neither moves a number
     key = cache_key(model_fingerprint(ctx.model), data_spec, "landscape:partial",
                     dict(keyed, model=spec.model, model_args=spec.model_args))
 
@@ -190,7 +197,8 @@ def landscape(ctx: Context, params: dict) -> Result:
         weight_decay=params["weight_decay"], l2=params["l2"], tolerance=params["tolerance"], rtol=params["rtol"],
         z=params["z"], min_batches=params["min_batches"], min_samples=params["min_samples"],
         anchors=params["anchors"], done=done,
-        on_checkpoint=store[1] if store else None, progress=progress, share=(rank, ranks))
+        on_checkpoint=store[1] if store else None, progress=progress, share=(rank, ranks),
+        points_per_pass=params["points_per_pass"])
     if ranks > 1:  # every rank computed a share of the points: put the grid back together
         frame = pd.concat(distributed.gather(frame), ignore_index=True).sort_values(["j", "i"], ignore_index=True)
         info = dict(info, points=len(frame), ranks=ranks)

@@ -140,7 +140,7 @@ def error_bounds(theta: torch.Tensor, residuals: torch.Tensor, bound: str = "res
     """Bounds on |theta_i - lambda_i| for every Ritz pair (Ritz values THETA, residual norms RESIDUALS).
 
     ``residual``: ||r_i|| (some eigenvalue of a symmetric H lies within ||r_i|| of theta_i; Parlett,
-    "The Symmetric Eigenvalue Problem", ch. 11). ``gap`` (default): the tighter of that and the
+    "The Symmetric Eigenvalue Problem", ch. 11). ``gap``: the tighter of that and the
     quadratic bound ||r_i||^2 / gap_i (Kato-Temple; Parlett ch. 11; Templates Sec. 4.8), which
     holds when no other eigenvalue than lambda_i lies within gap_i of theta_i. gap_i is estimated from
     the other Ritz values as ``min_j |theta_i - theta_j| - ||r_j||`` (each theta_j moved towards theta_i

@@ -31,6 +31,7 @@ use z ~ 4 (Bonferroni, 5%). benchmarks/README.md gives the measured figures.
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import torch
@@ -119,6 +120,116 @@ class PointEvaluator:
     def evaluate(self, coords: Sequence[float]) -> dict:
         row, _ = self._run(coords, keep=self.statistical, stop=self.statistical)
         return row
+
+    @torch.no_grad()
+    def evaluate_many(self, points: Sequence[Sequence[float]]) -> list[dict]:
+        """Exact rows for several POINTS, with one batched forward pass per batch for all of them
+        (`torch.func.vmap` over the moved parameters stacked per point, `WeightOffsets.stacked`; the
+        other parameters and the buffers shared, eval mode as everywhere here). The rows equal
+        `evaluate`'s to float rounding (the batched kernels sum in another order). One point, or
+        statistical mode (each point stops on its own), is `evaluate` point by point, and so is a
+        model with an op that vmap cannot batch."""
+        points = [tuple(float(c) for c in coords) for coords in points]
+        if self.statistical or len(points) < 2:
+            return [self.evaluate(c) for c in points]
+        try:
+            sums = self._stacked_sums(points, self.samples.batches)
+        except (RuntimeError, NotImplementedError):  # no batching rule for some op: one point at a time
+            return [self.evaluate(c) for c in points]
+        rows = []
+        for coords, (nll_sum, correct_sum, n, finite, l2) in zip(points, sums):
+            self.points_evaluated += 1
+            self.samples_evaluated += n
+            nll, accuracy = nll_sum / n, correct_sum / n
+            loss = nll + self.weight_decay * l2
+            finite = finite and math.isfinite(loss)
+            rows.append(dict(loss=loss, nll=nll, l2=l2, accuracy=accuracy, samples=n,
+                             stderr=0.0 if finite else math.nan, finite=bool(finite)))
+        return rows
+
+    def _stacked_sums(self, points: list[tuple], batches) -> list[tuple]:
+        """Per point of POINTS over BATCHES: (NLL sum, correct count, samples, all finite, L2)."""
+        from torch.func import functional_call, vmap
+        self.offsets.restore()  # w0 in the model; the moved parameters come stacked instead
+        moved = self.offsets.stacked(points)
+        shared = {n: p for n, p in self.model.named_parameters() if n not in moved}
+        shared.update(self.model.named_buffers())
+        fixed = [p for n, p in self.model.named_parameters() if n not in moved]
+        l2_fixed = l2_term(fixed, self.l2_kind) if fixed else 0.0
+        l2 = [l2_fixed + l2_term([w[k] for w in moved.values()], self.l2_kind) for k in range(len(points))]
+
+        def forward(weights, x):
+            return functional_call(self.model, (weights, shared), (x,))
+        logits_of = vmap(forward, in_dims=(0, None))
+        P = len(points)
+        device = next(iter(moved.values())).device
+        nll_sum = torch.zeros(P, dtype=torch.float64, device=device)
+        correct = torch.zeros(P, dtype=torch.float64, device=device)
+        finite = torch.ones(P, dtype=torch.bool, device=device)
+        n = 0
+        for x, target, label in batches:
+            logits = logits_of(moved, x)  # (P, B, classes)
+            nll = per_sample_nll(logits.flatten(0, 1), target.repeat(P, *[1] * (target.dim() - 1)))
+            nll = nll.view(P, -1).double()
+            finite &= torch.isfinite(nll).all(dim=1)
+            nll_sum += nll.sum(dim=1)
+            correct += (logits.argmax(dim=2) == label[None]).double().sum(dim=1)
+            n += len(x)
+        return [(float(a), float(c), n, bool(f) and math.isfinite(w), w)
+                for a, c, f, w in zip(nll_sum.tolist(), correct.tolist(), finite.tolist(), l2)]
+
+    def points_per_pass(self, candidates: Sequence[int] = (1, 2, 4, 8, 16), probe: bool | None = None,
+                        reps: int = 2) -> int:
+        """How many grid points `evaluate_many` should take per pass (the landscape's points_per_pass = 0).
+
+        1 on the CPU (measured there, benchmarks/README.md: a stacked pass costs more per point than
+        single points) and in statistical mode, without a probe. On CUDA a short probe on the first
+        batch: after one untimed warm-up of each size, REPS timed passes of one point (the in-place
+        path `evaluate` takes) and of n stacked points per n in CANDIDATES, costed per point; a larger n
+        wins only when it is at least 10% faster per point than the best so far, and a size that fails
+        (out of memory, no vmap rule) ends the search. PROBE=True probes on any device, False never."""
+        device = next(self.model.parameters()).device
+        if self.statistical or not (device.type == "cuda" if probe is None else probe):
+            return 1
+        first = self.samples.batches[:1]
+
+        def sync():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        def single():
+            self.offsets.set((0.1,) * len(self.offsets.directions))
+            x = first[0][0]
+            per_sample_nll(self.model(x), first[0][1]).sum().item()
+
+        def clock(fn) -> float:
+            fn()  # warm-up (kernels, caching allocator)
+            times = []
+            for _ in range(max(1, reps)):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times.append(time.perf_counter() - t0)
+            return sorted(times)[len(times) // 2]
+
+        best, best_rate = 1, math.inf
+        with torch.no_grad():
+            try:
+                best_rate = clock(single)
+                for n in sorted({int(c) for c in candidates if int(c) > 1}):
+                    pts = [(0.1 * (k + 1),) * len(self.offsets.directions) for k in range(n)]
+                    try:
+                        rate = clock(lambda: self._stacked_sums(pts, first)) / n
+                    except (RuntimeError, NotImplementedError):  # out of memory or no batching rule
+                        break
+                    if rate < 0.9 * best_rate:
+                        best, best_rate = n, rate
+            finally:
+                self.offsets.restore()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return best
 
     def cell_anchors(self, coords: Sequence[float]) -> list[tuple]:
         """The anchors at the corners of the anchor-lattice cell holding COORDS (those that exist).

@@ -71,6 +71,22 @@ class WeightOffsets:
         self.coords = coords
 
     @torch.no_grad()
+    def stacked(self, points: Sequence[Sequence[float]]) -> dict[str, torch.Tensor]:
+        """{name: (P, *shape)}: each moved parameter at each of the P POINTS (``w0 + sum_k c_k d_k``), for
+        one batched (vmap) forward pass over several points; the model's own weights are not touched."""
+        out = {}
+        for name, w0, dirs in zip(self.names, self.origin, zip(*self.directions)):
+            rows = []
+            for coords in points:
+                w = w0.clone()
+                for c, d in zip(coords, dirs):
+                    if float(c) != 0.0 and d is not None:
+                        w.add_(d, alpha=float(c))
+                rows.append(w)
+            out[name] = torch.stack(rows)
+        return out
+
+    @torch.no_grad()
     def restore(self) -> None:
         for p, w in zip(self.params, self.origin):
             p.copy_(w)

@@ -80,7 +80,8 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
                  tolerance: float = 0.0, rtol: float = 0.0, z: float = 3.0, min_batches: int = 2,
                  min_samples: int = 128, anchors: int = 5, done: pd.DataFrame | None = None,
                  on_checkpoint: Callable[[pd.DataFrame], None] | None = None, checkpoint_every: float = 2.0,
-                 progress=None, share: tuple[int, int] = (0, 1)) -> tuple[pd.DataFrame, dict]:
+                 progress=None, share: tuple[int, int] = (0, 1),
+                 points_per_pass: int = 1) -> tuple[pd.DataFrame, dict]:
     """The loss at every point ``w0 + x d1 (+ y d2)`` of the grid XS (x YS); one direction for a 1D
     path (YS None), two for a surface.
 
@@ -97,7 +98,14 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
     first and serve as controls for the others (`vitlens.landscape.estimator`). Under SHARE every rank
     evaluates all anchors (each needs their per-sample values) but only rank 0 returns their rows;
     the other points are dealt out.
+
+    POINTS_PER_PASS > 1 evaluates that many points with one batched forward pass per batch
+    (`PointEvaluator.evaluate_many`; exact mode only, statistical points stop one by one); 0 lets
+    `PointEvaluator.points_per_pass` choose (1 on the CPU, a short probe on a GPU). The choice is in
+    ``info["points_per_pass"]``.
     """
+    if isinstance(points_per_pass, bool) or not isinstance(points_per_pass, (int, np.integer)) or points_per_pass < 0:
+        raise VitlensError(f"points_per_pass must be an integer >= 0 (0 = choose), got {points_per_pass!r}")
     xs = [float(v) for v in xs]
     ys_list = [0.0] if ys is None else [float(v) for v in ys]
     want = 1 if ys is None else 2
@@ -140,18 +148,24 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
             todo = rest[rank::ranks]
         else:
             todo = todo[rank::ranks]
-        jobs = [(ij, True) for ij in anchor_list] + [(ij, False) for ij in todo]
+        per_pass = int(points_per_pass) or (evaluator.points_per_pass() if todo else 1)
+        per_pass = 1 if evaluator.statistical else per_pass
+        # a job: anchor points one by one, then the other points PER_PASS at a time
+        jobs = [([ij], True) for ij in anchor_list] + [(todo[k:k + per_pass], False)
+                                                       for k in range(0, len(todo), per_pass)]
         try:
-            for ij, anchor in jobs:
+            for group, anchor in jobs:
                 if anchor:
-                    row = evaluator.add_anchor(coords_of(ij))
+                    ij = group[0]
+                    results = [evaluator.add_anchor(coords_of(ij))]
                     if ij in rows or rank != 0:
                         continue  # a resumed row, or another rank's to return
                 else:
-                    row = evaluator.evaluate(coords_of(ij))
-                rows[ij] = _row(ij, xs, ys_list, row)
-                if progress is not None:
-                    progress.update(1, f"{'anchor ' if anchor else ''}x={xs[ij[0]]:.3g} y={ys_list[ij[1]]:.3g}")
+                    results = evaluator.evaluate_many([coords_of(ij) for ij in group])
+                for ij, row in zip(group, results):
+                    rows[ij] = _row(ij, xs, ys_list, row)
+                    if progress is not None:
+                        progress.update(1, f"{'anchor ' if anchor else ''}x={xs[ij[0]]:.3g} y={ys_list[ij[1]]:.3g}")
                 now = time.perf_counter()
                 if on_checkpoint is not None and now - last_save >= checkpoint_every:
                     on_checkpoint(frame())
@@ -170,7 +184,7 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
                 sample_fraction=evaluated / (samples.count * runs) if runs else 0.0,
                 seconds=round(time.perf_counter() - start, 3),
                 nonfinite_points=int((~result["finite"].astype(bool)).sum()),
-                moved_parameters=len(evaluator.offsets.names))
+                moved_parameters=len(evaluator.offsets.names), points_per_pass=per_pass)
     if on_checkpoint is not None:
         on_checkpoint(result)
     return result, info
