@@ -18,7 +18,8 @@ def table():
     st.caption(f"Workers online: {len(workers)}"
                + (" — " + ", ".join(f"{w['name']} ({'busy' if w.get('job') else 'idle'})" for w in workers)
                   if workers else " (one is starting, or start `vitlens worker`)")
-               + f" · limits: {jobs.limits.per_session} jobs per session, {jobs.limits.total} in all")
+               + f" · limits: {jobs.limits.per_session} jobs per user (a browser, or a signed-in address), "
+                 f"{jobs.limits.total} in all")
     listed = jobs.jobs()
     if not listed:
         st.info("No jobs yet on this queue.")

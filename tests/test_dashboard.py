@@ -199,6 +199,22 @@ def test_sign_in_gate(monkeypatch):
     assert any(b.label == "Sign in" for b in at.button)  # configured, not signed in yet
 
 
+def test_xsrf_browser_token_reads_the_token_streamlits_server_writes():
+    """The cookie's token as Streamlit's own server encodes and decodes it (its XSRF helpers are the
+    reference): the same token under two masks gives one id, another token another; junk gives None."""
+    helpers = pytest.importorskip("streamlit.web.server.starlette.starlette_app_utils")
+    from vitlens.ui import xsrf_browser_token
+    token = bytes(range(1, 17))
+    first, second = (helpers.generate_xsrf_token_string(token, 1796228942) for _ in range(2))
+    assert first != second  # fresh masks
+    assert xsrf_browser_token(first) == xsrf_browser_token(second) == helpers.decode_xsrf_token_string(first)[0].hex()
+    assert xsrf_browser_token(f'"{first}"') == token.hex()
+    assert xsrf_browser_token(helpers.generate_xsrf_token_string(bytes(16), 1)) != token.hex()
+    assert xsrf_browser_token(token.hex()) == token.hex()  # version 1: the bare token
+    for junk in (None, "", "2|zz|00|1", "2|0102|abcd|1", "2|01020304", "not hex", "0" * 600):
+        assert xsrf_browser_token(junk) is None, junk
+
+
 def test_signed_in_tabs_count_as_one_user(monkeypatch):
     """With sign-in on, limits and uploads follow the signed-in address, not the browser tab."""
     seen = []
