@@ -14,7 +14,7 @@ import pytest
 from queue_helpers import sigterm, spec, start_worker, stop, wait_for_workers, wait_until
 from vitlens.cache import ResultCache
 from vitlens.engine import cached_result
-from vitlens.jobs import DONE, FAILED, QUEUED, RUNNING, JobManager
+from vitlens.jobs import DONE, FAILED, QUEUED, RUNNING, JobManager, message_args
 
 LANDSCAPE = dict(analysis="landscape", samples=64, params={"grid": 7})
 BIG_GRID = dict(LANDSCAPE, params={"grid": 11})  # long enough to pass a grid checkpoint (2 s)
@@ -195,3 +195,52 @@ def test_two_workers_share_one_redis_queue_and_each_job_runs_once(home, redis_ur
     assert all(j.runs == 1 and not j.from_cache for j in finished)  # each job ran once
     assert {j.worker for j in finished} == {"gpu-a", "gpu-b"}  # both took jobs from the one queue
     assert _results_by_analysis() == {"variance": 6}
+
+
+def test_a_job_overwritten_by_a_silent_worker_after_its_retry_can_still_be_reaped(home):
+    """The race of a worker silent past VITLENS_JOB_STALE_S but alive: a sweep queues attempt 1, the old
+    worker's progress write lands a moment later and puts its attempt 0 back (its RUNNING record, a fresh
+    heartbeat), so attempt 1's message is dropped as outdated. When that old worker then dies too, the
+    job must still be recovered by a later sweep (it used to stay RUNNING for ever: attempt 0's reap
+    claim was spent). Records and messages as the workers write them, on the real queue; sweeps at
+    chosen clock times."""
+    from vitlens.jobs import sweep_lost_jobs
+    jobs = JobManager(embedded_workers=0)
+    job = jobs.submit(spec(seed=7), session="s")
+    lanes = list(jobs.huey.vitlens_lanes.values())
+
+    def take_message(attempt):  # a worker dequeues the message of ATTEMPT (and runs it, or drops it)
+        tasks = [t for q in lanes for t in q.pending()]
+        assert [message_args(t)[2] for t in tasks] == [attempt], tasks
+        for q in lanes:
+            while q.dequeue() is not None:
+                pass
+
+    def worker_writes(attempt, beat, lost=0):  # the old worker's `_save`: its whole run record
+        jobs.records.put("run", job.id, dict(state=RUNNING, started=t0, finished=None, done=1.0, total=9.0,
+                                             message="x=0.1", error=None, from_cache=False, worker="old",
+                                             runs=1, attempt=attempt, lost=lost, heartbeat=beat))
+
+    stale, t0, suspects = 60.0, time.time(), {}
+    take_message(0)
+    worker_writes(0, t0)
+    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 30) == []  # not stale yet
+    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 61) == [job.id]  # silent: retry
+    assert jobs.records.get("run", job.id)["attempt"] == 1
+    worker_writes(0, t0 + 62)  # ... but it was alive, and its write wins
+    take_message(1)  # the next worker drops attempt 1 as outdated: the record says 0
+    # the old worker dies now: a later sweep must recover the job once more
+    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 130) == [job.id]
+    run = jobs.records.get("run", job.id)
+    assert run["state"] == QUEUED and run["attempt"] == 1
+    take_message(1)
+    # and the rule still holds: a job lost twice by the same record fails instead of a third try
+    worker_writes(1, t0 + 131, lost=1)
+    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 200) == [job.id]
+    assert jobs.records.get("run", job.id)["state"] == FAILED
+    # trimming the finished job removes its reap claims with it (keyed by heartbeat: found by prefix)
+    assert len([k for k in jobs.records.all("reap") if k.startswith(f"{job.id}:")]) == 3
+    jobs._keep = 0
+    jobs._trim()
+    assert jobs.records.get("run", job.id) is None
+    assert not [k for k in jobs.records.all("reap") if k.startswith(f"{job.id}:")]

@@ -32,7 +32,7 @@ flags and worker heartbeats are JSON bytes in huey's key-value storage (`storage
 (written by the worker: state, progress, heartbeat, error), `cancel:<id>`, `request:<hash>` (the
 latest job of a request), `worker:<name>` (a live worker's heartbeat), `claim:<id>:<attempt>`
 (which worker took a message; written once with the store's put-if-empty, so a duplicate message
-never runs a job twice).
+never runs a job twice), `reap:<id>:<attempt>:<heartbeat>` (which sweep acted on a lost job's record).
 
 A worker that dies never leaves a job "running" forever. Every worker sweeps the records
 (`sweep_lost_jobs`, from its heartbeat thread): a running job whose heartbeat is older than
@@ -370,7 +370,7 @@ def sweep_lost_jobs(huey, records: Records, stale_s: float, suspects: dict, now:
 
     SUSPECTS (kept by the caller between sweeps) maps (job id, attempt) of queued jobs without a
     message to when a sweep first saw them so. Of several sweeping workers only the one that
-    claims `reap:<id>:<attempt>` acts. Returns the ids of the jobs it re-queued or failed."""
+    claims `reap:<id>:<attempt>:<heartbeat>` acts. Returns the ids of the jobs it re-queued or failed."""
     now = now or time.time()
     runs, cancels = records.all("run"), records.all("cancel")
     waiting = pending_attempts(huey)  # read after the run records: a message taken since is RUNNING by now
@@ -393,7 +393,10 @@ def sweep_lost_jobs(huey, records: Records, stale_s: float, suspects: dict, now:
             records.claim("claim", f"{job_id}:{attempt}", "sweeper")  # a worker that wakes up late must not start it
         else:
             continue
-        if not records.claim("reap", f"{job_id}:{attempt}", "sweeper"):
+        # one sweep acts per record seen: the key holds the record's heartbeat too, so a record that a
+        # silent-but-alive worker wrote back over a retry (its old attempt, a fresh heartbeat) can be
+        # reaped again once that worker dies as well
+        if not records.claim("reap", f"{job_id}:{attempt}:{run.get('heartbeat') or 0}", "sweeper"):
             continue  # another worker's sweep acts on it
         if state == RUNNING and job.lost >= 1:
             records.put("run", job_id, dict(run, state=FAILED, finished=now, error=STALE_MESSAGE.format(stale_s)))
@@ -530,12 +533,16 @@ class JobManager:
     def _trim(self) -> None:
         jobs = self.jobs()
         finished = [j for j in jobs if not j.active]
-        for job in sorted(finished, key=lambda j: j.created)[:max(0, len(jobs) - self._keep)]:
+        old = sorted(finished, key=lambda j: j.created)[:max(0, len(jobs) - self._keep)]
+        reaps = list(self.records.all("reap")) if old else []  # keyed <id>:<attempt>:<heartbeat>
+        for job in old:
             for kind in ("job", "run", "cancel"):
                 self.records.delete(kind, job.id)
             for attempt in range(job.attempt + 1):
                 self.records.delete("claim", f"{job.id}:{attempt}")
-                self.records.delete("reap", f"{job.id}:{attempt}")
+            for name in reaps:
+                if name.startswith(f"{job.id}:"):
+                    self.records.delete("reap", name)
             if self.records.get("request", job.request) == job.id:
                 self.records.delete("request", job.request)
 
