@@ -4,8 +4,10 @@
 #   bash ../shared/tools/oci-env.sh        # here: podman and a local Debian base (no registry)
 #   bash scripts/test_image.sh             # BASE=..., ENGINE=podman|docker, PORT=...
 # Checks: the image builds; health answers; a small analysis runs inside as uid 1000 and its Result
-# is in the cache volume; it survives removing and re-creating the container; the checkpoint mount
-# is read-only for the app; `stop` with a job running ends within docker's 10 s grace period.
+# is in the cache volume; it survives removing and re-creating the container; the checkpoint root is
+# laid out as in docker-compose.yml (a writable volume, the team's folder mounted read-only inside it
+# at team/): team/ stays read-only, an upload (uploads/<user>/) is written as uid 1000 and a worker
+# container on the same volumes lists both; `stop` with a job running ends within docker's 10 s grace.
 # Prints a table (build time, size, time to health, stop time) for README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +17,11 @@ TAG="${TAG:-vitlens:test}"
 PORT="${PORT:-18501}"
 NAME=vitlens-image-test
 VOLUME=vitlens-image-test-cache
+CKPT=vitlens-image-test-checkpoints
 work="$(mktemp -d)"
 mkdir -p "$work/checkpoints" "$work/datasets"
-cleanup() { "$ENGINE" rm -f "$NAME" "$NAME-worker" >/dev/null 2>&1 || true; "$ENGINE" volume rm -f "$VOLUME" >/dev/null 2>&1 || true; rm -rf "$work"; }
+echo "not really weights" >"$work/checkpoints/team_epoch_001.safetensors"
+cleanup() { "$ENGINE" rm -f "$NAME" "$NAME-worker" >/dev/null 2>&1 || true; "$ENGINE" volume rm -f "$VOLUME" "$CKPT" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 now() { date +%s.%N; }
 fail() { echo "test_image: FAIL: $*" >&2; exit 1; }
@@ -31,8 +35,8 @@ size=$("$ENGINE" image inspect "$TAG" --format '{{.Size}}')
 
 start() {
   "$ENGINE" run -d --name "$NAME" -p "127.0.0.1:$PORT:8501" -e VITLENS_DEVICE=cpu -e VITLENS_EMBEDDED_WORKERS=0 \
-    -v "$VOLUME:/data/cache" -v "$work/checkpoints:/data/checkpoints:ro" -v "$work/datasets:/data/datasets:ro" \
-    "$TAG" >/dev/null 2>&1
+    -v "$VOLUME:/data/cache" -v "$CKPT:/data/checkpoints" -v "$work/checkpoints:/data/checkpoints/team:ro" \
+    -v "$work/datasets:/data/datasets:ro" "$TAG" >/dev/null 2>&1
   local t=$(now)
   for _ in $(seq 1 240); do
     curl -fsS "http://127.0.0.1:$PORT/_stcore/health" >/dev/null 2>&1 && { echo "$(now) - $t" | bc; return; }
@@ -46,13 +50,18 @@ health_s=$(start)
 [ "$("$ENGINE" exec "$NAME" id -u)" = 1000 ] || fail "the app does not run as uid 1000"
 vl run variance --model demo_resnet --samples 32 --device cpu 2>&1 | grep -q "computed" || fail "variance did not compute"
 vl cache ls | grep -q variance || fail "the Result is not in the cache volume"
-"$ENGINE" exec "$NAME" sh -c 'touch /data/checkpoints/x' 2>/dev/null && fail "the checkpoint mount is writable"
+"$ENGINE" exec "$NAME" sh -c 'touch /data/checkpoints/team/x' 2>/dev/null && fail "the team's checkpoint mount is writable"
+"$ENGINE" exec "$NAME" sh -c 'mkdir -p /data/checkpoints/uploads/u1 && echo x >/data/checkpoints/uploads/u1/mine.safetensors' \
+  || fail "uploads cannot be written into the checkpoint volume"
 "$ENGINE" rm -f "$NAME" >/dev/null
 start >/dev/null
 vl run variance --model demo_resnet --samples 32 --device cpu 2>&1 | grep -q "from cache" || fail "the Result did not survive re-creating the container"
 # a worker container (as the compose `worker` service) running a job, then stop both
-"$ENGINE" run -d --name "$NAME-worker" -e VITLENS_DEVICE=cpu -v "$VOLUME:/data/cache" "$TAG" \
-  /app/.venv/bin/vitlens worker >/dev/null
+"$ENGINE" run -d --name "$NAME-worker" -e VITLENS_DEVICE=cpu -v "$VOLUME:/data/cache" -v "$CKPT:/data/checkpoints" \
+  -v "$work/checkpoints:/data/checkpoints/team:ro" "$TAG" /app/.venv/bin/vitlens worker >/dev/null
+listed=$("$ENGINE" exec "$NAME-worker" /app/.venv/bin/python -c "from vitlens.paths import list_checkpoints; print(list_checkpoints())")
+[[ "$listed" == *"team/team_epoch_001.safetensors"* && "$listed" == *"uploads/u1/mine.safetensors"* ]] \
+  || fail "the worker does not see the team's checkpoints and the uploads: $listed"
 "$ENGINE" exec "$NAME" /app/.venv/bin/python -c "
 import sys, time
 from vitlens.engine import JobSpec
