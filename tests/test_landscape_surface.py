@@ -148,6 +148,29 @@ def test_points_per_pass_soft_targets_and_its_automatic_choice(tiny_cnn, tiny_da
         loss_surface(model, samples, directions, xs, xs, points_per_pass=-1)
 
 
+def test_a_model_vmap_cannot_batch_falls_back_to_one_point_at_a_time(tiny_data):
+    """A forward pass that reads a weight as a Python number (`.item()`, which vmap refuses) cannot be
+    stacked: the grid is computed point by point, equal to points_per_pass=1, and says so."""
+    class ScaledByItem(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.scale = torch.nn.Parameter(torch.tensor([0.5]))
+            self.head = torch.nn.Linear(3 * 8 * 8, 10)
+
+        def forward(self, x):
+            return self.head(x.flatten(1)) * float(self.scale.item())
+
+    model = ScaledByItem().eval()
+    samples = prepare_samples(tiny_data(16), batch_size=8, seed=0)
+    directions = random_directions(model, 2, seed=0, normalization="none", include_bias_norm=True)
+    xs = grid_axis(3, -1, 1)
+    one, _ = loss_surface(model, samples, directions, xs, xs)
+    many, info = loss_surface(model, samples, directions, xs, xs, points_per_pass=4)
+    assert info["points_per_pass"] == 1
+    pd.testing.assert_frame_equal(many, one)
+
+
 def test_bad_input_is_a_clear_error(tiny_cnn, tiny_data):
     model, data = tiny_cnn(), tiny_data(8)
     with pytest.raises(VitlensError, match="between 2 and"):

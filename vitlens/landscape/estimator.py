@@ -101,6 +101,7 @@ class PointEvaluator:
         self.all_params = list(model.parameters())
         # anchors' per-sample (nll, correct), float64 CPU, keyed by coordinates (statistical mode)
         self.anchors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.stacking = True  # evaluate_many may stack points (False after a stacked pass failed)
         self.samples_evaluated = 0  # forward-passed samples over all points (cost accounting)
         self.points_evaluated = 0
 
@@ -130,11 +131,12 @@ class PointEvaluator:
         statistical mode (each point stops on its own), is `evaluate` point by point, and so is a
         model with an op that vmap cannot batch."""
         points = [tuple(float(c) for c in coords) for coords in points]
-        if self.statistical or len(points) < 2:
+        if self.statistical or len(points) < 2 or not self.stacking:
             return [self.evaluate(c) for c in points]
         try:
             sums = self._stacked_sums(points, self.samples.batches)
-        except (RuntimeError, NotImplementedError):  # no batching rule for some op: one point at a time
+        except (RuntimeError, NotImplementedError):  # no batching rule, or out of memory: one at a time
+            self.stacking = False  # from now on (each later try would fail the same way)
             return [self.evaluate(c) for c in points]
         rows = []
         for coords, (nll_sum, correct_sum, n, finite, l2) in zip(points, sums):

@@ -184,7 +184,8 @@ def loss_surface(model: nn.Module, samples: Samples, directions: Sequence[dict],
                 sample_fraction=evaluated / (samples.count * runs) if runs else 0.0,
                 seconds=round(time.perf_counter() - start, 3),
                 nonfinite_points=int((~result["finite"].astype(bool)).sum()),
-                moved_parameters=len(evaluator.offsets.names), points_per_pass=per_pass)
+                moved_parameters=len(evaluator.offsets.names),
+                points_per_pass=per_pass if evaluator.stacking else 1)  # 1: a stacked pass failed, fell back
     if on_checkpoint is not None:
         on_checkpoint(result)
     return result, info
