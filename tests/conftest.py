@@ -29,13 +29,19 @@ def _private_cache(tmp_path_factory, monkeypatch):
 TEST_DEVICE = torch.device(os.environ.get("VITLENS_TEST_DEVICE") or "cpu")
 
 
-@pytest.fixture
-def device():
+def device_under_test() -> torch.device:
     """The device the engine tests put models and data on: VITLENS_TEST_DEVICE (default cpu;
-    benchmarks/gpu_check.sh sets cuda on a GPU machine). References stay on the CPU."""
+    benchmarks/gpu_check.sh sets cuda on a GPU machine); the calling test is skipped when CUDA is
+    asked for and none is visible. References stay on the CPU."""
     if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible")
     return TEST_DEVICE
+
+
+@pytest.fixture
+def device():
+    """`device_under_test()` as a fixture."""
+    return device_under_test()
 
 
 # ----------------------------------------------------------------------------- shared tiny models and data

@@ -30,7 +30,7 @@ from vitlens.features import Reducer, block_table, collect, normalised_depth
 from vitlens.models import Block, blocks, feature_map, load_model, run_blocks
 from vitlens.progress import Progress
 
-from conftest import TEST_DEVICE
+from conftest import device_under_test
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -48,9 +48,7 @@ def _model(spec):
 def _context(model, dataset, analysis, batch_size=16, seed=0):
     """The analysis' Context on the device under test (VITLENS_TEST_DEVICE, default cpu) with a copy of
     MODEL there; MODEL itself stays on the CPU for the references."""
-    device = TEST_DEVICE
-    if device.type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible")
+    device = device_under_test()
     model = copy.deepcopy(model).to(device) if device.type != "cpu" else model
     spec = JobSpec(analysis=analysis, model="test", samples=len(dataset), batch_size=batch_size, seed=seed,
                    device=str(device))

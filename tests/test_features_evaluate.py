@@ -12,7 +12,7 @@ from vitlens.data import load_data
 from vitlens.models import load_model
 from vitlens.progress import Progress
 
-from conftest import TEST_DEVICE
+from conftest import device_under_test
 
 
 def _calibrated(n, classes=10, seed=0):
@@ -38,11 +38,10 @@ def test_evaluate_accuracy_and_nll_equal_a_direct_loop():
     torch.manual_seed(0)
     model = load_model("demo_resnet").eval()
     dataset = load_data("digits", "test", samples=30, model=model)
-    if TEST_DEVICE.type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible")
-    spec = JobSpec(analysis="evaluate", samples=30, batch_size=8, device=str(TEST_DEVICE))
-    on_device = copy.deepcopy(model).to(TEST_DEVICE) if TEST_DEVICE.type != "cpu" else model
-    ctx = Context(on_device, dataset, spec, TEST_DEVICE, lambda total, desc: Progress(total, desc))
+    device = device_under_test()
+    spec = JobSpec(analysis="evaluate", samples=30, batch_size=8, device=str(device))
+    on_device = copy.deepcopy(model).to(device) if device.type != "cpu" else model
+    ctx = Context(on_device, dataset, spec, device, lambda total, desc: Progress(total, desc))
     summary = evaluate(ctx, {"bins": 10}).meta["summary"]
     correct, nll, scores = 0, 0.0, Scores()
     with torch.no_grad():

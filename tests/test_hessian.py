@@ -7,7 +7,6 @@ float64 (benchmarks/gpu_check.sh does this on a GPU machine)."""
 import copy
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -20,10 +19,12 @@ from vitlens.hessian import (HessianOperator, LossConfig, block_curvature, eigen
                              hessian_trace, hutchinson, hutchpp, krylov_deflated, lanczos, max_eigenvalue_spectrum, prepare_batches,
                              spectrum_summary, top_eigenpairs, top_eigenvalues, total_loss)
 
+from conftest import TEST_DEVICE
+
 
 # ----------------------------------------------------------------------------- helpers
 
-DEVICE = torch.device(os.environ.get("VITLENS_TEST_DEVICE") or "cpu")
+DEVICE = TEST_DEVICE  # VITLENS_TEST_DEVICE, read once in conftest
 if DEVICE.type == "cuda" and not torch.cuda.is_available():
     pytest.skip("VITLENS_TEST_DEVICE=cuda but no CUDA device is visible", allow_module_level=True)
 

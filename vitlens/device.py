@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Callable
 
 import torch
 
@@ -22,3 +24,20 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise VitlensError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for DEVICE's queued work (CUDA runs asynchronously); on the CPU there is nothing to wait for."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Wall seconds of one call FN(), DEVICE synchronised before and after (the timing probes that pick
+    `--together` and `--points-per-pass`)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ..device import seconds as device_seconds, synchronize
 from ..errors import VitlensError
 from .density import Density, slq
 from .hvp import HessianOperator, StackedMinibatchHessians
@@ -259,22 +260,14 @@ def auto_together(model: nn.Module, sample_batch, device: torch.device | str | N
     batch = prepare_batches(sample_batch, config, _num_classes(model), device, model)[0]
     best, best_rate, peak_per_n = 1, math.inf, 0.0
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize(device)
-
     def clock(fn) -> float:
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
+        return device_seconds(fn, device)
 
     with hessian_mode(model):
         dim = sum(p.numel() for p in trainable_parameters(model))
         itemsize = next(model.parameters()).element_size()
         for n in sizes:
-            sync()
+            synchronize(device)
             free = torch.cuda.mem_get_info(device)[0] if cuda else math.inf
             if n > 1 and n * (basis_rows * dim * itemsize + peak_per_n) > memory_fraction * free:
                 break

@@ -31,12 +31,12 @@ use z ~ 4 (Bonferroni, 5%). benchmarks/README.md gives the measured figures.
 from __future__ import annotations
 
 import math
-import time
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
+from ..device import seconds
 from ..errors import VitlensError
 from .offsets import L2_KINDS, WeightOffsets, l2_term
 from .samples import Samples, per_sample_nll
@@ -139,25 +139,27 @@ class PointEvaluator:
             self.stacking = False  # from now on (each later try would fail the same way)
             return [self.evaluate(c) for c in points]
         rows = []
-        for coords, (nll_sum, correct_sum, n, finite, l2) in zip(points, sums):
+        for nll_sum, correct_sum, n, finite, l2 in sums:
             self.points_evaluated += 1
             self.samples_evaluated += n
-            nll, accuracy = nll_sum / n, correct_sum / n
-            loss = nll + self.weight_decay * l2
-            finite = finite and math.isfinite(loss)
-            rows.append(dict(loss=loss, nll=nll, l2=l2, accuracy=accuracy, samples=n,
-                             stderr=0.0 if finite else math.nan, finite=bool(finite)))
+            rows.append(self._row(nll_sum / n, correct_sum / n, l2, n, 0.0, finite))
         return rows
+
+    def _row(self, nll: float, accuracy: float, l2: float, n: int, stderr: float, finite: bool) -> dict:
+        """One grid point's row: loss = NLL + weight_decay * L2; not finite if either part is not."""
+        loss = nll + self.weight_decay * l2
+        finite = bool(finite and math.isfinite(loss))
+        return dict(loss=loss, nll=nll, l2=l2, accuracy=accuracy, samples=n,
+                    stderr=stderr if finite else math.nan, finite=finite)
 
     def _stacked_sums(self, points: list[tuple], batches) -> list[tuple]:
         """Per point of POINTS over BATCHES: (NLL sum, correct count, samples, all finite, L2)."""
         from torch.func import functional_call, vmap
         self.offsets.restore()  # w0 in the model; the moved parameters come stacked instead
         moved = self.offsets.stacked(points)
-        shared = {n: p for n, p in self.model.named_parameters() if n not in moved}
-        shared.update(self.model.named_buffers())
-        fixed = [p for n, p in self.model.named_parameters() if n not in moved]
-        l2_fixed = l2_term(fixed, self.l2_kind) if fixed else 0.0
+        fixed = {n: p for n, p in self.model.named_parameters() if n not in moved}
+        l2_fixed = l2_term(fixed.values(), self.l2_kind) if fixed else 0.0
+        shared = {**fixed, **dict(self.model.named_buffers())}
         l2 = [l2_fixed + l2_term([w[k] for w in moved.values()], self.l2_kind) for k in range(len(points))]
 
         def forward(weights, x):
@@ -195,10 +197,6 @@ class PointEvaluator:
             return 1
         first = self.samples.batches[:1]
 
-        def sync():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
         def single():
             self.offsets.set((0.1,) * len(self.offsets.directions))
             x = first[0][0]
@@ -206,14 +204,8 @@ class PointEvaluator:
 
         def clock(fn) -> float:
             fn()  # warm-up (kernels, caching allocator)
-            times = []
-            for _ in range(max(1, reps)):
-                sync()
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                times.append(time.perf_counter() - t0)
-            return sorted(times)[len(times) // 2]
+            times = sorted(seconds(fn, device) for _ in range(max(1, reps)))
+            return times[len(times) // 2]
 
         best, best_rate = 1, math.inf
         with torch.no_grad():
@@ -288,10 +280,7 @@ class PointEvaluator:
             nll_mean, accuracy, stderr = estimate
         else:
             nll_mean, accuracy, stderr = nll_sum / n, correct_sum / n, 0.0
-        loss = nll_mean + self.weight_decay * l2
-        finite = finite and math.isfinite(loss)
-        row = dict(loss=loss, nll=nll_mean, l2=l2, accuracy=accuracy, samples=n,
-                   stderr=stderr if finite else math.nan, finite=bool(finite))
+        row = self._row(nll_mean, accuracy, l2, n, stderr, finite)
         per_sample = (torch.cat(nll_parts), torch.cat(correct_parts)) if keep and nll_parts else None
         return row, per_sample
 
