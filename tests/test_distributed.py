@@ -37,3 +37,32 @@ def test_two_ranks_match_one_process(tmp_path, name, args, rtol):
     if name == "landscape":
         assert one[["x", "y"]].equals(two[["x", "y"]])
     assert err.count("wrote") == 1  # rank 0 alone writes the Result
+
+
+SESSION_SCRIPT = """
+import sys, time
+from pathlib import Path
+import torch.distributed as dist
+from vitlens import distributed
+marker = Path(sys.argv[1])
+with distributed.session() as joined:
+    assert joined and dist.get_world_size() == 2
+    if distributed.is_main():
+        time.sleep(1.0)            # rank 0 is slow to write its Result ...
+        marker.write_text("written")
+# ... and no rank leaves the session before it has, and each leaves the process group
+print(f"rank-left marker={marker.exists()} initialized={dist.is_initialized()}", flush=True)
+"""
+
+
+def test_session_ranks_leave_together_and_destroy_the_group(tmp_path):
+    """A rank that exits while a peer still holds its gloo connection can abort (SIGABRT); `session`
+    makes every rank wait for the others and leave the process group before it exits."""
+    script = tmp_path / "session.py"
+    script.write_text(SESSION_SCRIPT)
+    marker = tmp_path / "marker"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(30500 + os.getpid() % 1000), str(script), str(marker)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("rank-left marker=True initialized=False") == 2, proc.stdout

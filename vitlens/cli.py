@@ -172,7 +172,11 @@ def _samples(value: str) -> int | None:
 
 
 def cmd_run(args) -> int:
-    distributed.init_from_env(resolve_device(args.device))  # no-op unless started by torchrun
+    with distributed.session(resolve_device(args.device)):  # no-op unless started by torchrun
+        return _run_command(args)
+
+
+def _run_command(args) -> int:
     spec = spec_from_args(args)
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
         raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{args.out}'")

@@ -7,6 +7,8 @@ NCCL on GPU). Analyses then split their work over the ranks:
   * data-set-level Hessian-vector products run on each rank's share of the batches and are summed
     across ranks (`all_reduce_sum`), inside `sharded_data()`.
 Rank 0 writes the Result to the cache and to --out. With one process every helper is a no-op.
+`session` wraps a whole command: every rank waits for the others, then leaves the process group, so
+no rank exits while a peer still holds its connection.
 """
 from __future__ import annotations
 
@@ -42,6 +44,25 @@ def init_from_env(device: torch.device | None = None) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if use_cuda else "gloo")
     return True
+
+
+@contextlib.contextmanager
+def session(device: torch.device | None = None):
+    """Join torchrun's process group (if any) for the block, and leave it cleanly at the end.
+
+    A gloo rank that exits without `destroy_process_group` can die in its background thread
+    ("terminate called without an active exception", SIGABRT) when a peer closes first: a few
+    per cent of CPU runs did. After a normal end every rank meets at a barrier (so rank 0 has
+    written the Result) and destroys the group; after an error the group is destroyed at once,
+    since the other ranks may never reach a barrier (torchrun then stops them)."""
+    joined = init_from_env(device)
+    try:
+        yield joined
+        if joined:
+            dist.barrier()
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def shard(count: int) -> list[int]:
