@@ -10,22 +10,16 @@ import streamlit as st
 
 import vitlens
 from vitlens import plots, ui
+from vitlens.analyses import pages
+from vitlens.analyses.findings import scoreboard_spec
 
 ui.page("vitlens — how do vision transformers work?",
         f"vitlens {vitlens.__version__} · the analyses of Park & Kim, How Do Vision Transformers Work? (ICLR 2022)")
 st.markdown(
     "Pick a model and a data set in the sidebar; every page shows one of the paper's views of it, computed "
     "in the background and cached on disk. Every choice is in the URL: copy it to share the view.\n\n"
-    "- **[Findings](Findings)** — the paper's claims checked on the selected models, each with its numbers, a "
-    "verdict and a link to the view behind it (the demo scoreboard is below).\n"
-    "- **Hessian** — eigenvalue spectra: ViTs have negative eigenvalues (a non-convex loss) that more data "
-    "suppresses; ResNets have large positive ones.\n"
-    "- **Loss landscape** — MSAs flatten the loss landscape.\n"
-    "- **Fourier** and **Feature variance** — MSAs are low-pass filters that reduce feature-map variance; "
-    "convolutions are high-pass.\n"
-    "- **Lesion**, **Noise robustness**, **Similarity** — which blocks matter, what noise hurts, how features "
-    "change over depth.\n"
-    "- **Compare** — several models on one axis; **Jobs** — the queue.\n\n"
+    + "\n".join(f"- **[{a.page.title}]({a.page.slug})** — {a.description}" for a in pages())
+    + "\n- **[Compare](Compare)** — several models on one axis; **[Jobs](Jobs)** — the queue.\n\n"
     "The default selection is the demo models (a mini ResNet, ViT and AlterNet) on the embedded data set "
     "(scikit-learn's handwritten digits), which works offline.")
 
@@ -63,7 +57,6 @@ if spec is not None:
 
 # ---- findings scoreboard of the demo models (pages/0_Findings.py has the full table)
 if spec is not None:
-    from vitlens.analyses.findings import scoreboard_spec
     st.subheader("The paper's findings on the demo models")
     board_spec = scoreboard_spec(spec)
     board, board_job = ui.result_or_job(board_spec, autorun=True)

@@ -5,21 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from vitlens import ui
-from vitlens.analyses.findings import CLAIMS
+from vitlens.claims import CLAIMS
 
-ui.page("Findings",
-        "The claims of Park & Kim (ICLR 2022) evaluated on the models below from vitlens' own analyses (cached "
-        "Results are reused). Each row: the numbers, a verdict (holds / does not hold / cannot tell) with its "
-        "reason, the paper's figure, and a link to the page and parameters behind it. The rules are in README "
-        "'Findings'. On the embedded digits set and tiny demo models this checks the rules, not the paper's "
-        "CIFAR-100 numbers.")
+ui.analysis_header("findings")
 spec = ui.sidebar("findings")
-ui.options(spec,
-           labels={"models": "models (comma-separated specs)", "top_k": "spectrum: top k",
-                   "minibatches": "spectrum: minibatches", "minibatch": "spectrum: minibatch size",
-                   "grid": "landscape: grid points per axis", "range": "landscape: range",
-                   "noise_frequencies": "noise: frequencies", "noise_eps": "noise: eps"},
-           range={"step": 0.1}, noise_eps={"step": 0.05})
+ui.options(spec)  # labels and steps: the declaration's Page
 
 VERDICT_MARK = {"holds": "✅ holds", "does not hold": "❌ does not hold", "cannot tell": "❔ cannot tell"}
 

@@ -4,15 +4,9 @@ import streamlit as st
 
 from vitlens import plots, ui
 
-ui.page("Loss landscape",
-        "The loss (NLL + weight decay · L2, as in the paper) at w + x·d1 + y·d2 for two random Gaussian directions, "
-        "each filter rescaled to the norm of the weight's filter (Li et al. 2018); biases, norm parameters and "
-        "position embeddings are not moved. The paper finds MSAs flatten the landscape: ViTs' surfaces are "
-        "smoother and flatter near the optimum than ResNets'.")
+ui.analysis_header("landscape")
 spec = ui.sidebar("landscape")
-ui.options(spec,
-           labels={"grid": "grid points per axis (paper: 21)", "range": "range (± along each direction)",
-                   "weight_decay": "weight decay in the loss"}, range={"step": 0.1}, weight_decay={"step": 0.01})
+ui.options(spec)  # labels and steps: the declaration's Page
 log_scale = ui.control("log_scale", False, label="log scale")
 view = ui.control("plot", "surface", st.sidebar.selectbox, "plot", options=["surface", "contour"])
 value = ui.control("value", "loss", st.sidebar.selectbox, "value", options=["loss", "nll", "accuracy"])

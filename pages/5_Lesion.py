@@ -1,21 +1,4 @@
-"""Lesion study: remove one block's residual branch at a time (Park & Kim Sec. 4)."""
-import streamlit as st
+"""Generated from the declaration of `lesion` by scripts/update_pages.py: options, then figures."""
+from vitlens import ui
 
-from vitlens import plots, ui
-
-ui.page("Lesion study",
-        "Accuracy drop when one block's residual branch is replaced by the identity (only the shortcut kept). "
-        "The paper finds that removing an MSA near the end of a stage hurts far more than removing one early, "
-        "which is why AlterNet puts MSAs at stage ends.")
-spec = ui.sidebar("lesion")
-
-
-def draw(result):
-    summary = result.meta.get("summary", {})
-    if summary:
-        st.metric("intact accuracy", f"{summary.get('intact_accuracy', float('nan')):.2%}")
-    st.plotly_chart(plots.lesion_bars(result), width="stretch")
-    ui.download(result, "lesion")
-
-
-ui.show(spec, draw)
+ui.analysis_page('lesion')

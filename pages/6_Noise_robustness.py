@@ -1,22 +1,4 @@
-"""Robustness to frequency-band noise (Park & Kim Fig 2b)."""
-import streamlit as st
+"""Generated from the declaration of `noise` by scripts/update_pages.py: options, then figures."""
+from vitlens import ui
 
-from vitlens import plots, ui
-
-ui.page("Noise robustness by frequency",
-        "Accuracy change when random noise restricted to a ring of the centred 2D spectrum (frequency f, width s, "
-        "amplitude eps) is added to the images. The paper finds ViTs robust to high-frequency noise and ResNets "
-        "vulnerable to it.")
-spec = ui.sidebar("noise")
-ui.options(spec,
-           labels={"frequencies": "frequencies (count in [0, π])", "eps": "noise amplitude eps",
-                   "s": "band half-width s (radians)", "width": "band width (×π)"},
-           eps={"step": 0.05}, width={"step": 0.01})
-
-
-def draw(result):
-    st.plotly_chart(plots.noise_curve(result), width="stretch")
-    ui.download(result, "noise")
-
-
-ui.show(spec, draw)
+ui.analysis_page('noise')

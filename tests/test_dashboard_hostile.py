@@ -68,14 +68,14 @@ def test_uploads_are_per_session_checked_and_bounded(tmp_path, monkeypatch):
     buffer = io.BytesIO()
     torch.save(load_model("demo_resnet").state_dict(), buffer)
     st.session_state["vl_session_id"] = "session-a"
-    kept = ui._save_upload(_Upload("w.pt", buffer.getvalue()))
+    kept = ui.save_upload(_Upload("w.pt", buffer.getvalue()))
     assert kept.startswith(ui.upload_folder() + "/") and (tmp_path / "checkpoints" / kept).is_file()
     with pytest.raises(VitlensError, match="cannot read checkpoint"):
-        ui._save_upload(_Upload("junk.pt", b"\x00 not weights"))
+        ui.save_upload(_Upload("junk.pt", b"\x00 not weights"))
     assert len(list((tmp_path / "checkpoints" / ui.upload_folder()).iterdir())) == 1  # the refused file is gone
-    monkeypatch.setattr(ui, "UPLOAD_QUOTA", "1k")
+    monkeypatch.setattr(ui.uploads, "UPLOAD_QUOTA", "1k")
     with pytest.raises(VitlensError, match="quota"):
-        ui._save_upload(_Upload("w2.pt", buffer.getvalue() + b"x"))
+        ui.save_upload(_Upload("w2.pt", buffer.getvalue() + b"x"))
     st.session_state["vl_session_id"] = "session-b"
     assert ui.upload_folder() not in kept  # another session, another folder
     at = _open({"checkpoint": kept})  # a link to session A's upload, opened by a new session

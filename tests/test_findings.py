@@ -12,7 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vitlens.analyses import findings as F
+from vitlens import claims as F
+from vitlens import links
+from vitlens.analyses import findings
+from vitlens.readme import findings_table
 from vitlens.analyses import get_analysis, list_analyses
 from vitlens.engine import Context, JobSpec, request_id
 from vitlens.progress import Progress
@@ -153,8 +156,8 @@ def test_links_rebuild_the_request_each_page_makes():
         if drawn:
             assert not drawn.group(1).lstrip().startswith("["), f"{analysis.name}: the page re-declares its list"
     base = JobSpec(analysis="findings", samples=128, device="cpu")
-    specs = F.sub_specs(base, "demo_vit", get_analysis("findings").parse({}))
-    url = urlsplit(F.link(specs["hessian"]))
+    specs = findings.sub_specs(base, "demo_vit", get_analysis("findings").parse({}))
+    url = urlsplit(links.link(specs["hessian"]))
     assert url.path == "Hessian"
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     assert query["model"] == "demo_vit" and query["samples"] == "128" and query["what"] == "spectrum"
@@ -166,12 +169,12 @@ def test_links_rebuild_the_request_each_page_makes():
 def test_readme_scoreboard_matches_the_shipped_demos():
     """Recomputed from the demos' Results (samples 128); README holds exactly this table."""
     from vitlens import engine
-    result, _ = engine.run(F.readme_spec())
+    result, _ = engine.run(findings.readme_spec())
     frame = result.frame
     assert set(frame["verdict"]) <= {F.HOLDS, F.FAILS, F.UNSURE}
     assert set(frame["claim"]) == set(F.CLAIMS)
     assert all(frame.loc[frame["model"] != "all", "link"].str.len() > 0)
-    table = F.markdown_table(frame)
+    table = findings_table(frame)
     readme = (ROOT / "README.md").read_text()
     header = table.splitlines()[0]
     assert header in readme, "README has no findings table"
@@ -214,9 +217,9 @@ def test_findings_page_renders_a_table_with_links(tmp_path, monkeypatch):
     monkeypatch.setenv("VITLENS_CHECKPOINT_ROOT", str(tmp_path))
     monkeypatch.setenv("VITLENS_DATA_ROOT", str(tmp_path))
     spec = JobSpec(analysis="findings", model="demo_resnet", samples=48, batch_size=16,
-                   params=F.page_params("findings", {}))
-    link = F.link(JobSpec(analysis="hessian", model="demo_vit", samples=48, batch_size=16,
-                          params=F.page_params("hessian", {"what": "spectrum"})))
+                   params=links.page_params("findings", {}))
+    link = links.link(JobSpec(analysis="hessian", model="demo_vit", samples=48, batch_size=16,
+                          params=links.page_params("hessian", {"what": "spectrum"})))
     frame = pd.DataFrame([F.row("non_convexity", "demo_vit vs demo_resnet", 0.1, "NEP 0.2 vs 0.1", F.HOLDS,
                                 "demo_vit > demo_resnet in NEP", [link])])
     with ResultCache() as cache:
@@ -244,7 +247,7 @@ def _evidence(kinds, stages, nep, ape, top, curvature, noise_drop):
     """Constructed sub-Results of one model (what `gather` returns)."""
     n = len(kinds)
     base = JobSpec(analysis="findings", samples=64, device="cpu")
-    specs = F.sub_specs(base, "m", get_analysis("findings").parse({}))
+    specs = findings.sub_specs(base, "m", get_analysis("findings").parse({}))
     table = pd.DataFrame(dict(block=range(n), name=[f"b{i}" for i in range(n)], kind=kinds, stage=stages))
     hf = np.cumsum([0.1 if k != "msa" else -0.1 for k in kinds])
     fourier = pd.concat([table.assign(size=8, frequency=0.0, relative_log_amplitude=0.0),
@@ -277,4 +280,4 @@ def test_scoreboard_from_constructed_results():
     assert verdict[("cka_structure", "r")] == F.HOLDS and verdict[("variance_peak", "v")] == F.UNSURE
     assert all(frame["link"].str.len() > 0)
     assert "fourier failed on purpose" in frame.loc[(frame.claim == "low_pass") & (frame.model == "v"), "reason"].iloc[0]
-    assert "| non_convexity | v vs r | holds |" in F.markdown_table(frame)
+    assert "| non_convexity | v vs r | holds |" in findings_table(frame)

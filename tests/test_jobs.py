@@ -10,6 +10,7 @@ from queue_helpers import spec, start_worker, stop, wait_for_workers, wait_until
 from vitlens.engine import JobSpec, cached_result, run
 from vitlens.errors import VitlensError
 from vitlens.jobs import CANCELLED, DONE, FAILED, RUNNING, JobManager
+from vitlens.jobs.queue import decode
 from vitlens.worker import Worker
 
 
@@ -126,7 +127,7 @@ def test_queue_messages_are_json_not_pickles(tmp_path, monkeypatch):
     assert all(isinstance(json.loads(v), (dict, str, float)) for v in records.values())
     import pickle
     with pytest.raises(ValueError):
-        jobs.huey.serializer.deserialize(pickle.dumps({"planted": 1}))
+        decode(pickle.dumps({"planted": 1}))
     assert oct((tmp_path / "results" / "queue").stat().st_mode & 0o777) == "0o700"
 
 
@@ -152,7 +153,7 @@ def test_worker_runs_sharded_analyses_with_torchrun(tmp_path, monkeypatch):
 def test_torchrun_arguments_give_back_the_spec(samples):
     """The worker's torchrun command parses back to the same JobSpec, 'all samples' (None) included."""
     from vitlens.cli import build_parser, spec_from_args
-    from vitlens.jobs import run_arguments
+    from vitlens.request import request_arguments as run_arguments
     request = spec(analysis="hessian", samples=samples, params={"what": "spectrum", "top_k": 2, "tol": 1e-3})
     request = JobSpec(**{**request.to_dict(), "checkpoint": "runs/x/epoch_001.safetensors"})
     assert spec_from_args(build_parser().parse_args(run_arguments(request))) == request
@@ -173,8 +174,7 @@ def test_samples_all_and_bad_counts_on_the_command_line(capsys):
 def test_a_worker_drops_messages_that_are_not_jobs_and_keeps_serving(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
     jobs = JobManager(embedded_workers=0)
-    lane = jobs.huey.vitlens_lanes["interactive"]
-    lane.enqueue(lane.vitlens_task.s("{}", 5, "not an attempt"))  # well-formed JSON, wrong arguments
+    jobs.queue.lanes["interactive"].put(["{}", 5, "not an attempt"], 0)  # well-formed JSON, wrong arguments
     assert Worker(once=True).serve() == 0
     assert jobs.pending() == 0 and "dropped a bad queue message" in capfd.readouterr().err
 

@@ -134,7 +134,7 @@ def test_a_message_taken_by_a_worker_that_died_is_queued_again_and_duplicates_ru
     jobs = JobManager(embedded_workers=0)
     lost = jobs.submit(spec(seed=61), session="ana")
     twice = jobs.submit(spec(seed=62), session="ben")
-    taken = jobs.huey.vitlens_lanes["interactive"].dequeue()  # a worker killed right after its dequeue
+    taken = jobs.queue.lanes["interactive"].take()  # a worker killed right after its dequeue
     assert taken.args[1] == lost.id and jobs.pending() == 1
     jobs.enqueue(twice.id, spec(seed=62), 0)  # the same attempt's message twice
     worker = start_worker(env, "rescuer", tmp)
@@ -207,13 +207,13 @@ def test_a_job_overwritten_by_a_silent_worker_after_its_retry_can_still_be_reape
     from vitlens.jobs import sweep_lost_jobs
     jobs = JobManager(embedded_workers=0)
     job = jobs.submit(spec(seed=7), session="s")
-    lanes = list(jobs.huey.vitlens_lanes.values())
+    lanes = list(jobs.queue.lanes.values())
 
     def take_message(attempt):  # a worker dequeues the message of ATTEMPT (and runs it, or drops it)
         tasks = [t for q in lanes for t in q.pending()]
         assert [message_args(t)[2] for t in tasks] == [attempt], tasks
         for q in lanes:
-            while q.dequeue() is not None:
+            while q.take() is not None:
                 pass
 
     def worker_writes(attempt, beat, lost=0):  # the old worker's `_save`: its whole run record
@@ -224,19 +224,19 @@ def test_a_job_overwritten_by_a_silent_worker_after_its_retry_can_still_be_reape
     stale, t0, suspects = 60.0, time.time(), {}
     take_message(0)
     worker_writes(0, t0)
-    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 30) == []  # not stale yet
-    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 61) == [job.id]  # silent: retry
+    assert sweep_lost_jobs(jobs.queue, jobs.records, stale, suspects, now=t0 + 30) == []  # not stale yet
+    assert sweep_lost_jobs(jobs.queue, jobs.records, stale, suspects, now=t0 + 61) == [job.id]  # silent: retry
     assert jobs.records.get("run", job.id)["attempt"] == 1
     worker_writes(0, t0 + 62)  # ... but it was alive, and its write wins
     take_message(1)  # the next worker drops attempt 1 as outdated: the record says 0
     # the old worker dies now: a later sweep must recover the job once more
-    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 130) == [job.id]
+    assert sweep_lost_jobs(jobs.queue, jobs.records, stale, suspects, now=t0 + 130) == [job.id]
     run = jobs.records.get("run", job.id)
     assert run["state"] == QUEUED and run["attempt"] == 1
     take_message(1)
     # and the rule still holds: a job lost twice by the same record fails instead of a third try
     worker_writes(1, t0 + 131, lost=1)
-    assert sweep_lost_jobs(jobs.huey, jobs.records, stale, suspects, now=t0 + 200) == [job.id]
+    assert sweep_lost_jobs(jobs.queue, jobs.records, stale, suspects, now=t0 + 200) == [job.id]
     assert jobs.records.get("run", job.id)["state"] == FAILED
     # trimming the finished job removes its reap claims with it (keyed by heartbeat: found by prefix)
     assert len([k for k in jobs.records.all("reap") if k.startswith(f"{job.id}:")]) == 3

@@ -31,13 +31,13 @@ from .analyses import get_analysis, list_analyses
 from .cache import ResultCache, cache_dir
 from .data import list_datasets
 from .device import resolve_device
-from .engine import JobSpec, build_model, run
+from .engine import build_model, run
 from .errors import VitlensError
-from .jobs import CHEAP
 from .models import describe_blocks, list_models, load_model
 from .models.checkpoints import RELEASED, released_checkpoint
 from .models.registry import check_model_args
 from .options import Option, markdown_table
+from .request import REQUEST_OPTIONS, JobSpec
 from .result import Result
 from .train import TRAIN_OPTIONS, train
 
@@ -76,16 +76,20 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--model", required=default is None, default=default,
-                   help="timm:NAME or a registered name (see `vitlens models`)" + (f"; default {default}" if default else ""))
-    p.add_argument("--model-args", default=None, help='JSON kwargs, e.g. \'{"num_classes": 10, "img_size": 32}\'')
-    p.add_argument("--checkpoint", default=None, help=".pt/.pth/.pth.tar/.safetensors weights (loaded as data)")
+def _add_request_args(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+                      required: tuple[str, ...] = ()) -> None:
+    """The request's fields as flags, from their one declaration (`vitlens.request.REQUEST_OPTIONS`):
+    parsed and bounded exactly as the dashboard and its links parse them."""
+    for o in REQUEST_OPTIONS:
+        if names is not None and o.name not in names:
+            continue
+        p.add_argument(o.flag, type=_typed(o), default=None if o.name in required else o.default,
+                       required=o.name in required, metavar=o.type.__name__.upper() if not o.choices else None,
+                       choices=o.choices or None, help=f"{o.help} ({o.describe()})".replace("%", "%%"))
 
 
 def _load(args) -> "object":
-    spec = JobSpec(analysis="", model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
-                   checkpoint=args.checkpoint)
+    spec = JobSpec(analysis="", model=args.model, model_args=dict(args.model_args), checkpoint=args.checkpoint)
     return build_model(spec)
 
 
@@ -144,7 +148,7 @@ def cmd_train(args) -> int:
 def _fresh(args):
     """An untrained model for `vitlens train` (seeded, so the run is reproducible)."""
     torch.manual_seed(args.seed)
-    return load_model(args.model, **check_model_args(_json_arg(args.model_args, "--model-args")))
+    return load_model(args.model, **check_model_args(dict(args.model_args)))
 
 
 def spec_from_args(args):
@@ -153,22 +157,8 @@ def spec_from_args(args):
     params.update(_option_args(args.option))
     params.update({name[len(OPTION_DEST):]: value for name, value in vars(args).items() if name.startswith(OPTION_DEST)})
     get_analysis(args.analysis).parse(params)  # bad options fail here, before any model is built
-    return JobSpec(analysis=args.analysis, model=args.model, model_args=_json_arg(args.model_args, "--model-args"),
-                   checkpoint=args.checkpoint, dataset=args.dataset, split=args.split, samples=args.samples,
-                   batch_size=args.batch_size, seed=args.seed, device=args.device, params=params)
-
-
-def _samples(value: str) -> int | None:
-    """--samples: a positive count, or 'all' (None: every sample of the split)."""
-    if value.strip().lower() == "all":
-        return None
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'all', got '{value}'")
-    return count
+    fields = {o.name: getattr(args, o.name) for o in REQUEST_OPTIONS}
+    return JobSpec(analysis=args.analysis, params=params, **dict(fields, model_args=dict(fields["model_args"])))
 
 
 def cmd_run(args) -> int:
@@ -277,13 +267,7 @@ def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> 
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    _add_model_args(p, default="demo_resnet")  # `vitlens run findings --models A,B` needs no base model
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--samples", type=_samples, default=256, help="number of samples (deterministic subset) or all")
-    p.add_argument("--batch-size", type=_typed(Option("batch_size", int, 64, "", low=1, high=1 << 20)), default=64)
-    p.add_argument("--seed", type=_typed(Option("seed", int, 0, "", low=0, high=2**63 - 1)), default=0)
-    p.add_argument("--device", default="auto")
+    _add_request_args(p)  # `vitlens run findings --models A,B` needs no base model: --model has a default
     p.add_argument("--params", default=None, help="analysis options as a JSON object")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
@@ -317,13 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("blocks", help="print a model's blocks")
-    _add_model_args(p)
+    _add_request_args(p, ("model", "model_args", "checkpoint"), required=("model",))
     p.add_argument("--out", default=None, help="also write the table (.csv/.parquet/.json)")
     p.set_defaults(func=cmd_blocks)
 
     p = sub.add_parser("train", help="train a model, saving a checkpoint per epoch")
-    _add_model_args(p)
-    p.add_argument("--dataset", default="digits")
+    _add_request_args(p, ("model", "model_args", "checkpoint", "dataset"), required=("model",))
     for o in TRAIN_OPTIONS:
         p.add_argument(o.flag, type=_typed(o), default=o.default, required=o.name == "epochs",
                        help=f"{o.help} ({o.describe()})".replace("%", "%%"))
@@ -358,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
     p.add_argument("--lanes", choices=["all", "interactive"], default="all",
                    help="all: the interactive lane first, then heavy jobs (default); interactive: only the "
-                   f"quick views ({', '.join(CHEAP)})")
+                   f"quick views ({', '.join(a.name for a in list_analyses() if a.lane == 'interactive')})")
     p.set_defaults(func=cmd_worker)
     return parser
 

@@ -4,7 +4,9 @@
 model weights fingerprint, data spec, analysis, parsed options, vitlens version) and computes it on
 a miss. The CLI, the dashboard's worker, torchrun ranks and tests all go through `run`. The
 analyses themselves are pure functions ``fn(ctx: Context, params: dict) -> Result`` found in the
-registry (`vitlens.analyses`).
+registry (`vitlens.analyses`); their `Context` (`vitlens.context`) carries the engine's ways out
+(sub-requests, partial results keyed by the same recipe as the cache key, model building), so the
+engine sits above the analyses and nothing below imports it.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,63 +25,18 @@ import torch.nn as nn
 from . import __version__, distributed
 from .analyses import Analysis, get_analysis
 from .cache import ResultCache, cache_key, model_fingerprint
-from .data import load_data, make_loader
+from .context import Context
+from .data import load_data
 from .device import resolve_device
 from .errors import VitlensError
-from .features import collect
 from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
 from .models.registry import check_model_args, list_models
 from .progress import Progress, ProgressCallback, cli_progress
+from .request import JobSpec
 from .result import Result
 
-
-@dataclass
-class JobSpec:
-    """Everything that decides an analysis' numbers (and so its cache key)."""
-
-    analysis: str
-    model: str = "demo_resnet"
-    model_args: dict = field(default_factory=dict)
-    checkpoint: str | None = None
-    dataset: str = "digits"
-    split: str = "test"
-    samples: int | None = 256
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    params: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Context:
-    """What an analysis function gets: the model (eval mode, on device), the data and helpers."""
-
-    model: nn.Module
-    dataset: torch.utils.data.Dataset
-    spec: JobSpec
-    device: torch.device
-    progress: Callable[[float, str], Progress]
-
-    def augmented(self, augment: str | None):
-        """The job's data, reloaded with the training augmentation AUGMENT (None: the data as loaded)."""
-        if not augment:
-            return self.dataset
-        spec = self.spec
-        return load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=self.model,
-                         augment=augment)
-
-    def loader(self, shuffle: bool = False, batch_size: int | None = None):
-        return make_loader(self.dataset, batch_size or self.spec.batch_size, shuffle=shuffle, seed=self.spec.seed)
-
-    def collect(self, reducer, desc: str, shuffle: bool = False) -> list:
-        """One streaming pass of the model's blocks over the data into REDUCER (`features.collect`),
-        with progress per batch. Returns the block list."""
-        loader = self.loader(shuffle=shuffle)
-        return collect(self.model, loader, [reducer], self.device, self.progress(len(loader), desc))
+__all__ = ["Context", "JobSpec", "build_model", "cached_result", "request_id", "run"]
 
 
 def build_model(spec: JobSpec) -> nn.Module:
@@ -164,15 +120,43 @@ def request_id(spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cached_result(spec: JobSpec, cache=None) -> Result | None:
-    """The Result of SPEC if it was computed before (no model is built)."""
+def cached_result(spec: JobSpec, cache=None, request: str | None = None) -> Result | None:
+    """The Result of SPEC if it was computed before (no model is built). REQUEST: SPEC's
+    `request_id` when the caller has it already."""
     own = cache is None
     cache = ResultCache() if own else cache
     try:
-        return cache.get_by_alias(request_id(spec))
+        return cache.get_by_alias(request or request_id(spec))
     finally:
         if own:
             cache.close()
+
+
+def recipe_key(fingerprint: str, spec: JobSpec, name: str, params: dict) -> str:
+    """The cache key of what NAME computes under PARAMS on SPEC's data with the model of FINGERPRINT:
+    the final Result's key (NAME = the analysis) and its partial results' (`Context.partial_store`)."""
+    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
+                     batch_size=spec.batch_size, files=data_files(spec.dataset))
+    return cache_key(fingerprint, data_spec, name,
+                     dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
+
+
+class CachedPartials:
+    """`Context.partial_store`'s store in the result cache (whole entries only)."""
+
+    def __init__(self, cache: ResultCache, key: str, spec: JobSpec, name: str):
+        self.cache, self.key, self.spec, self.name = cache, key, spec, name
+
+    def load(self) -> pd.DataFrame | None:
+        found = self.cache.get(self.key)
+        return None if found is None else found.frame
+
+    def save(self, frame: pd.DataFrame) -> None:
+        self.cache.put(self.key, Result(frame, {"analysis": self.spec.analysis, "partial": True}),
+                       {"analysis": f"{self.name} (partial)", "model": self.spec.model})
+
+    def drop(self) -> None:
+        self.cache.delete(self.key)
 
 
 def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
@@ -181,15 +165,26 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     analysis = get_analysis(spec.analysis)
     params = resolve_params(analysis, spec.params)
     device = resolve_device(spec.device)
+    request = request_id(spec)  # once per run: it stats every weight file and walks a folder data set
     if use_cache and distributed.world()[1] == 1:
-        known = cached_result(spec, cache)  # asked before: no need to build and fingerprint the model
+        known = cached_result(spec, cache, request)  # asked before: no need to build and fingerprint the model
         if known is not None:
             return known, True
     model = build_model(spec)
-    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
-                     batch_size=spec.batch_size, files=data_files(spec.dataset))
-    key = cache_key(model_fingerprint(model), data_spec, spec.analysis,
-                    dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
+    fingerprint = model_fingerprint(model)
+    key = recipe_key(fingerprint, spec, spec.analysis, params)
+    opened: list[ResultCache] = []
+
+    def partials(name: str, keyed: dict) -> CachedPartials | None:
+        if not use_cache:
+            return None
+        try:
+            store_cache = cache if cache is not None else ResultCache()
+        except VitlensError:
+            return None
+        if store_cache is not cache:
+            opened.append(store_cache)
+        return CachedPartials(store_cache, recipe_key(fingerprint, spec, name, keyed), spec, name)
 
     def compute() -> Result:
         start = time.perf_counter()
@@ -203,8 +198,14 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
             if verbose:
                 return cli_progress(total, desc, progress)
             return Progress(total, desc, progress)
-        ctx = Context(model, dataset, spec, device, make_progress)
-        result = analysis.fn(ctx, params)
+        ctx = Context(model, dataset, spec, device, make_progress,
+                      runner=lambda sub: run(sub, cache=cache)[0],  # sub-results are cached even under --no-cache
+                      partials=partials, builder=build_model)
+        try:
+            result = analysis.fn(ctx, params)
+        finally:
+            for opened_cache in opened:
+                opened_cache.close()
         result.meta.update(spec=spec.to_dict(), params=params, key=key,
                            convention=analysis.convention_of(params),
                            seconds=round(time.perf_counter() - start, 3),
@@ -212,14 +213,14 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
         return result
 
     if distributed.world()[1] > 1:
-        return _run_distributed(key, compute, spec, use_cache, cache)
+        return _run_distributed(key, compute, spec, use_cache, cache, request)
     if not use_cache:
         return compute(), False
     own = cache is None
     cache = ResultCache() if own else cache
     try:
         outcome = cache.get_or_compute(key, compute, _info(spec))
-        cache.set_alias(request_id(spec), key)
+        cache.set_alias(request, key)
         return outcome
     finally:
         if own:
@@ -232,7 +233,7 @@ def _info(spec: JobSpec) -> dict:
 
 
 def _run_distributed(key: str, compute: Callable[[], Result], spec: JobSpec, use_cache: bool,
-                     cache=None) -> tuple[Result, bool]:
+                     cache=None, request: str | None = None) -> tuple[Result, bool]:
     """Under torchrun: rank 0 looks in the cache and tells the others; on a miss every rank computes
     its share and rank 0 stores the Result."""
     main = distributed.is_main()
@@ -246,7 +247,7 @@ def _run_distributed(key: str, compute: Callable[[], Result], spec: JobSpec, use
         result = compute()
         if main and use_cache:
             cache.put(key, result, _info(spec))
-            cache.set_alias(request_id(spec), key)
+            cache.set_alias(request or request_id(spec), key)
         return result, False
     finally:
         if own:

@@ -1,16 +1,20 @@
-"""Analysis options, declared once.
+"""Options, declared once: the request's fields (`vitlens.request`) and each analysis' options.
 
-Every analysis lists its options as `Option`s (name, type, default, choices or range, help, the
-modes it applies to). That one declaration drives:
+Every field and option is an `Option` (name, type, default, choices or range, help, the modes it
+applies to, the server limit that caps it). That one declaration drives:
   * validation: `parse_options` turns user values (CLI strings, URL strings, JSON) into typed
     values or raises a one-line `VitlensError` (CLI exit 2, dashboard error box);
   * the CLI: `vitlens run NAME --help` and `vitlens analyses NAME` list the options;
   * the dashboard: `ui.options` draws a widget per option (default, range, choices, help);
-  * README's option tables (`markdown_table`; a test checks README against it).
+  * README's option tables (`markdown_table`; a test checks README against it);
+  * the URL and `vitlens run` arguments (`Option.text`, the inverse of `parse`);
+  * a shared server's limits (`Option.limit`, read by `vitlens.jobs.limits`).
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -20,6 +24,15 @@ NONE_WORDS = ("none", "null", "")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 INT_LIMIT = 2 ** 62  # beyond this an integer option is a typo (seed 1e20), not a value
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A shared server's cap on an option: environment variable ENV, DEFAULT when it is unset. The
+    CLI computing on the user's own machine is not capped; queued jobs are (`vitlens.jobs.limits`)."""
+
+    env: str
+    default: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,9 @@ class Option:
     applies: Mapping[str, tuple] = field(default_factory=dict)
     list_of: type | None = None  # also accepts a list of these (e.g. noise frequencies)
     path: bool = False           # names a weight file or folder: the cache key covers its size and time
+    limit: Limit | None = None   # a shared server's cap (`vitlens.jobs.limits`)
+    none_words: tuple = ()       # more words that mean None (samples: "all")
+    pattern: str | None = None   # text options: a full-match regular expression
 
     @property
     def flag(self) -> str:
@@ -49,6 +65,8 @@ class Option:
 
     def parse(self, value: Any) -> Any:
         """VALUE as this option's type, checked against its choices and range."""
+        if isinstance(value, str) and self.nullable and value.strip().lower() in self.none_words:
+            return None
         if isinstance(value, str) and value.strip().lower() in NONE_WORDS and (self.nullable or value == ""):
             if self.nullable:
                 return None
@@ -59,7 +77,6 @@ class Option:
             raise VitlensError(f"{self.flag} needs a value")
         if self.list_of is not None:
             if isinstance(value, str) and value.strip().startswith("["):
-                import json
                 try:
                     value = json.loads(value)
                 except ValueError:
@@ -71,6 +88,8 @@ class Option:
         return self._scalar(value, self.type)
 
     def _scalar(self, value: Any, kind: type, checked: bool = True) -> Any:
+        if kind is dict:
+            return _to_object(value, self.flag)
         if kind is bool:
             out = _to_bool(value, self.flag)
         elif kind is int:
@@ -81,15 +100,17 @@ class Option:
             if not isinstance(value, str):
                 raise VitlensError(f"{self.flag} must be text, got {value!r}")
             out = value.strip()
+            if checked and self.pattern and not re.fullmatch(self.pattern, out):
+                raise VitlensError(f"{self.flag}: {value!r} is not a valid value ({self.help})")
         if not checked:  # list items: the analysis checks them
             return out
         if self.choices and out not in self.choices:
             raise VitlensError(f"{self.flag} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
         if kind in (int, float):
             if self.low is not None and out < self.low:
-                raise VitlensError(f"{self.flag} must be at least {self.low:g}, got {out:g}")
+                raise VitlensError(f"{self.flag} must be at least {_number(self.low)}, got {_number(out)}")
             if self.high is not None and out > self.high:
-                raise VitlensError(f"{self.flag} must be at most {self.high:g}, got {out:g}")
+                raise VitlensError(f"{self.flag} must be at most {_number(self.high)}, got {_number(out)}")
         return out
 
     def describe(self) -> str:
@@ -98,12 +119,22 @@ class Option:
         if self.choices:
             parts.append("one of " + "|".join(map(str, self.choices)))
         elif self.low is not None or self.high is not None:
-            lo = "" if self.low is None else f"{self.low:g}"
-            hi = "" if self.high is None else f"{self.high:g}"
+            lo = "" if self.low is None else _number(self.low)
+            hi = "" if self.high is None else _number(self.high)
             parts.append(f"range [{lo}, {hi}]")
         if self.applies:
             parts.append("for " + ", ".join(f"{k}={'|'.join(map(str, v))}" for k, v in self.applies.items()))
         return "; ".join(parts)
+
+    def text(self, value: Any) -> str:
+        """VALUE as the text `parse` reads back (URL parameters, `vitlens run` arguments)."""
+        if value is None:
+            return self.none_words[0] if self.none_words else "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (dict, list, tuple)):
+            return json.dumps(value, sort_keys=isinstance(value, dict))
+        return repr(value) if isinstance(value, float) else str(value)
 
     @staticmethod
     def show(value: Any) -> str:
@@ -112,6 +143,27 @@ class Option:
         if isinstance(value, bool):
             return "true" if value else "false"
         return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _number(x: float) -> str:
+    """A bound or value for an error message: whole numbers in full (2**53 - 1, not 9.0072e+15)."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e18 else f"{x:g}"
+
+
+def _to_object(value: Any, flag: str) -> dict:
+    """A JSON object (a dict, or its JSON text; empty text is {})."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise VitlensError(f"{flag} is not valid JSON ({err.msg} at column {err.colno}): {value[:80]}") from None
+        except RecursionError:
+            raise VitlensError(f"{flag} is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise VitlensError(f"{flag} must be a JSON object like '{{\"num_classes\": 10}}'")
+    return value
 
 
 def _to_bool(value: Any, flag: str) -> bool:
@@ -174,14 +226,16 @@ def markdown_table(options: Sequence[Option]) -> str:
         if o.choices:
             values = " \\| ".join(map(str, o.choices))
         elif o.low is not None or o.high is not None:
-            values = f"{'' if o.low is None else f'{o.low:g}'} … {'' if o.high is None else f'{o.high:g}'}"
+            values = f"{'' if o.low is None else _number(o.low)} … {'' if o.high is None else _number(o.high)}"
         else:
             values = o.type.__name__
         if o.nullable:
-            values += " or none"
+            values += f" or {o.none_words[0] if o.none_words else 'none'}"
         doc = o.help.replace("|", "\\|")
         if o.applies:
             doc += " (" + ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in o.applies.items()) + ")"
+        if o.limit:
+            doc += f"; a shared server allows at most {o.limit.default} (`{o.limit.env}`)"
         lines.append(f"| `{o.flag}` | {o.show(o.default)} | {values} | {doc} |")
     return "\n".join(lines)
 

@@ -209,3 +209,40 @@ def path_curve(result: Result, value: str = "loss") -> go.Figure:
 
 def nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+# ----------------------------------------------------------------------------- figures the declarations name
+
+def trace_estimates(result: Result) -> go.Figure:
+    """Hessian trace estimates with their standard errors (`hessian --what trace`)."""
+    return line(result.frame, "estimator", "estimate", "Hessian trace (± standard error)", "stderr")
+
+
+def eigen_density(result: Result) -> go.Figure:
+    """The eigenvalue density from stochastic Lanczos quadrature (`hessian --what density`)."""
+    return line(result.frame, "grid", "density", "Eigenvalue density (stochastic Lanczos quadrature)")
+
+
+def block_curvature(result: Result, value: str = "top_eigenvalue") -> go.Figure:
+    """Each block's top eigenvalue or trace vs depth (`hessian --what blocks`)."""
+    titles = {"top_eigenvalue": "Top eigenvalue of each block's Hessian", "trace": "Hessian trace of each block"}
+    return depth_curve(result, value, titles.get(value, value), value.replace("_", " "))
+
+
+VERDICT_COLOURS = {"holds": "#d9f2d9", "does not hold": "#f8d7da", "cannot tell": "#eeeeee"}
+
+
+def findings_table(result: Result) -> go.Figure:
+    """The findings scoreboard as a table: claim, model, verdict (coloured), numbers, the paper's figure."""
+    frame = result.frame
+    colours = [VERDICT_COLOURS.get(v, "white") for v in frame["verdict"]]
+    columns = ["claim", "model", "verdict", "values", "figure"]
+    fig = go.Figure(go.Table(
+        columnwidth=[2, 3, 2, 6, 2],
+        header=dict(values=columns, fill_color="#dddddd", align="left"),
+        cells=dict(values=[frame[c].astype(str) for c in columns], align="left",
+                   fill_color=[["white"] * len(frame), ["white"] * len(frame), colours,
+                               ["white"] * len(frame), ["white"] * len(frame)])))
+    fig.update_layout(title="The paper's findings", margin=dict(l=10, r=10, t=40, b=10),
+                      height=120 + 32 * len(frame))
+    return fig

@@ -49,6 +49,16 @@ class Result:
         header = json.dumps(_json_safe(self.meta), sort_keys=True).encode()
         return _MAGIC + header + b"\n" + buf.getvalue()
 
+    def figures(self) -> list:
+        """This Result's figures (Plotly), as its analysis declares them, in order."""
+        from .figures import figures  # deferred: figures sits above Result (it reads the declarations)
+        return figures(self)
+
+    def figure(self):
+        """The main figure (the first declared), or None for an analysis without figures."""
+        drawn = self.figures()
+        return drawn[0] if drawn else None
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Result":
         if not blob.startswith(_MAGIC):

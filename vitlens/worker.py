@@ -26,13 +26,12 @@ import tempfile
 import threading
 import time
 
-from huey.exceptions import HueyException
-
+from .analyses import LANES, get_analysis
 from .engine import run
 from .errors import VitlensError
-from .jobs import (CANCELLED, DONE, FAILED, FINAL, LANES, QUEUED, RUNNING, SHARDED, JobCancelled, Records,
-                   env_number, job_spec_from_json, message_args, open_queue, put_message, run_arguments,
-                   stale_after, sweep_lost_jobs)
+from .jobs import (CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, JobCancelled, Queue, Records, env_number,
+                   message_args, stale_after, sweep_lost_jobs)
+from .request import JobSpec, request_arguments
 
 
 class WorkerStopping(Exception):
@@ -49,12 +48,12 @@ class Worker:
                  poll: float = 0.5, heartbeat: float | None = None, once: bool = False, lanes: str = "all"):
         if lanes not in ("all", "interactive"):
             raise VitlensError(f"--lanes must be all or interactive, got {lanes!r}")
-        self.huey = open_queue(location)
+        self.queue = Queue(location)
         self.lanes = LANES if lanes == "all" else ("interactive",)
         self.stale_s = stale_after()
         self._suspects: dict = {}
         self._last_sweep = 0.0
-        self.records = Records(self.huey)
+        self.records = Records(self.queue)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.parent_pid = parent_pid
         self.poll = poll
@@ -87,7 +86,7 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_signal)
         beater = threading.Thread(target=self._heartbeat_loop, name="vitlens-heartbeat", daemon=True)
         beater.start()
-        print(f"vitlens worker {self.name}: serving {self.huey.vitlens_location}", file=sys.stderr, flush=True)
+        print(f"vitlens worker {self.name}: serving {self.queue.location}", file=sys.stderr, flush=True)
         try:
             while not self.stopping.is_set():
                 if self._parent_gone():
@@ -95,7 +94,7 @@ class Worker:
                     break
                 try:
                     _, task = self._take()
-                except (ValueError, TypeError, KeyError, HueyException) as err:  # not a vitlens message (never unpickled)
+                except (ValueError, TypeError, KeyError) as err:  # not a vitlens message (never unpickled)
                     print(f"vitlens worker {self.name}: dropped a bad queue message: {err}", file=sys.stderr, flush=True)
                     continue
                 if task is None:
@@ -113,7 +112,7 @@ class Worker:
         """(lane, message) of the next message, from the first lane that has one, or (None, None);
         ValueError for a message that is not a job's."""
         for lane in self.lanes:
-            task = self.huey.vitlens_lanes[lane].dequeue()
+            task = self.queue.lanes[lane].take()
             if task is not None:
                 message_args(task)
                 return lane, task
@@ -128,7 +127,7 @@ class Worker:
 
     def sweep(self) -> None:
         try:
-            for job_id in sweep_lost_jobs(self.huey, self.records, self.stale_s, self._suspects):
+            for job_id in sweep_lost_jobs(self.queue, self.records, self.stale_s, self._suspects):
                 print(f"vitlens worker {self.name}: recovered job {job_id} of a worker that stopped",
                       file=sys.stderr, flush=True)
         except Exception as err:  # as for the heartbeat: the next sweep retries
@@ -186,8 +185,8 @@ class Worker:
                 self._save(done=float(done), total=float(total), message=str(message))
 
         try:
-            spec = job_spec_from_json(spec_json)
-            if self.ranks > 1 and spec.analysis in SHARDED:
+            spec = JobSpec.from_json(spec_json)
+            if self.ranks > 1 and get_analysis(spec.analysis).shards:
                 self._run_torchrun(spec, job_id)
                 from_cache = False
             else:
@@ -197,7 +196,7 @@ class Worker:
         except WorkerStopping:
             self._save(state=QUEUED, attempt=attempt + 1,
                        message="back in the queue (a worker stopped); it continues on restart")
-            put_message(self.huey, spec, job_id, task.priority, attempt + 1)
+            self.queue.put(spec, job_id, task.priority or 0, attempt + 1)
         except JobSuperseded:
             print(f"vitlens worker {self.name}: job {job_id} went to another attempt; stopped it",
                   file=sys.stderr, flush=True)
@@ -215,7 +214,7 @@ class Worker:
     def _run_torchrun(self, spec, job_id: str) -> None:
         """Run SPEC over `VITLENS_RANKS` processes; rank 0 writes the Result into the cache."""
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(self.ranks), "-m", "vitlens",
-               *run_arguments(spec)]
+               *request_arguments(spec)]
         self._save(message=f"running on {self.ranks} ranks (torchrun)", total=1.0)
         with tempfile.TemporaryFile("w+") as err:
             self._process = proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)

@@ -21,11 +21,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, block_table
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 
 def gram(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -137,8 +137,13 @@ def cka_frame(reducer: CKAReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("cka", "linear CKA similarity between the outputs of every pair of blocks, minibatch unbiased "
-                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)", page="Similarity", page_options=(),
-                   conventions="block outputs flattened per sample; unbiased minibatch HSIC")
+                   "HSIC (Kornblith et al. 2019; Nguyen et al. 2021)",
+                   conventions="block outputs flattened per sample; unbiased minibatch HSIC", lane="interactive",
+                   page=Page("Feature similarity (CKA)", "Similarity", 7, options=(), caption=(
+                       "Linear CKA between the outputs of every pair of blocks, with the unbiased minibatch HSIC "
+                       "estimator (Nguyen et al. 2021). Multi-stage networks show a block structure: features are "
+                       "similar within a stage and change at the stage boundaries.")),
+                   figures=[Figure("cka_heatmap")])
 def cka(ctx: Context, params: dict) -> Result:
     reducer = CKAReducer()
     block_list = ctx.collect(reducer, "cka", shuffle=True)

@@ -9,10 +9,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..engine import Context
+from ..context import Context
 from ..options import Option
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 
 class Scores:
@@ -71,7 +71,8 @@ def expected_calibration_error(bins: pd.DataFrame) -> float:
 
 @register_analysis("evaluate", "accuracy, NLL and expected calibration error (with reliability bins)",
                    [Option("bins", int, 15, "confidence bins of the reliability diagram", low=1, high=1000)],
-                   page="", conventions="NLL = per-sample mean cross-entropy over the data set (the authors "
+                   lane="interactive", figures=[Figure("reliability_diagram")],
+                   conventions="NLL = per-sample mean cross-entropy over the data set (the authors "
                                         "average batch means: off by up to 1% with an unequal last batch)")
 def evaluate(ctx: Context, params: dict) -> Result:
     loader = ctx.loader()

@@ -1,399 +1,53 @@
 """The paper's findings, checked on any model: a scoreboard over the analyses vitlens already has.
 
 `vitlens run findings --models demo_resnet_deep,demo_vit_deep,demo_alternet` runs, for every model,
-the sub-analyses below through `vitlens.engine.run` (one JobSpec each, with the base spec's data set,
-split, samples, batch size, seed and device; cached Results are reused, and each sub-Result is the one
-the linked dashboard page shows), then applies one small pure rule per claim. The Result frame has one
-row per (claim, model or comparison): claim, model, value (the headline number), values (all numbers,
-as text), verdict (holds / does not hold / cannot tell), reason, link (a relative dashboard URL of the
-page and parameters behind the numbers), links (all of them, JSON) and figure (the paper's figure).
-
-Model groups (from the block kinds of `vitlens.models.blocks`): `cnn` = conv blocks and no MSA;
-`vit` = MSA blocks and no conv; `hybrid` = both (AlterNet). "With MSAs" = vit or hybrid.
-
-Shares: a per-block rule "holds" when at least 2/3 of the counted blocks agree, "does not hold" when
-at most 1/3 do, and "cannot tell" in between (mixed) or when no block counts. A comparison "holds"
-when every (with-MSA, CNN) pair agrees, "does not hold" when every pair disagrees, else "cannot tell".
-
-The claims and their rules:
-
-* non_convexity (Fig 1c, Fig 4): NEP, the share of negative eigenvalues in the max-eigenvalue
-  spectrum (`hessian --what spectrum`, `minibatches` x `minibatch`, top `top_k`). Each pair (model
-  with MSAs, CNN): holds if NEP(MSA model) > NEP(CNN); equal NEPs are a tie (cannot tell).
-* flatness (Fig 1b, Fig 4): three measures, each "MSA model < CNN": APE (mean positive eigenvalue of
-  the spectrum), the top eigenvalue of the spectrum, and the landscape's rise near the minimum: the
-  mean loss over the 8 grid points around the centre minus the centre's loss (`landscape`, grid
-  `grid`, range `range`: one step is 2 range / (grid - 1)). Holds if all three
-  agree, does not hold if none does, else cannot tell.
-* low_pass (Fig 2a, Fig 8): per block, the change of the high-frequency relative log amplitude
-  (`fourier` summary, the value at the highest frequency) from the block before it. Counted: MSA
-  blocks (agree when it goes down) and conv/MLP blocks (agree when it goes up), only where the block
-  keeps the feature-map size (a downsampling block changes the frequency grid). Reported: the share
-  of MSAs that lower it and of conv/MLP blocks that raise it; the verdict is on the MSAs (models
-  without MSAs: on conv/MLP blocks).
-* variance (Fig 9): the same counting for the feature-map variance (`variance`): MSAs lower it,
-  conv/MLP blocks raise it (size-keeping blocks only).
-* variance_peak (Fig 9): multi-stage models only: in each stage the variance peaks at the stage's
-  last block, or, when a stage ends with MSA blocks, at the last block before them (the MSAs at its
-  end lower it). Single-stage models: cannot tell (no stages).
-* lesion (Sec 4, Fig 10 area): per stage with two lesionable blocks of the same kind, the accuracy
-  drop of removing the first vs the last of them (`lesion`); agrees when the first hurts more
-  (ties count as not agreeing). Like with like: a pair whose first block downsamples (its lesion
-  keeps the projection shortcut) is reported but counted only when no other pair exists. A block
-  whose drop is at most `LESION_HARMLESS` (0.5 percentage points) is "harmless".
-* cka_structure (Sec 4): block structure = distance-matched CKA contrast: for each block distance d,
-  mean CKA of same-group pairs minus cross-group pairs at that distance, averaged over d (body blocks
-  only). Multi-stage: groups = stages; holds if the contrast >= `CKA_STRUCTURE` (0.05). Single stage
-  (a plain ViT): the largest contrast over all splits into two contiguous groups; the claim (no
-  block structure) holds if it is < 0.05.
-* noise_robustness (Fig 2b): the mean accuracy change under noise at frequencies >= 0.5 pi
-  (`noise`, `noise_frequencies` points, `noise_eps`); each pair holds if the MSA model loses less
-  (by more than `NOISE_TIE`, 0.5 points) than the CNN; within 0.5 points is a tie.
-
-On the embedded digits set (8x8 digits upscaled to 32x32) and tiny models, these are checks of the
-rules, not of the paper's CIFAR-100 numbers, which need CIFAR and the authors' checkpoints.
+the sub-analyses below as sub-requests (`ctx.run`: one JobSpec each, with the base spec's data set,
+split, samples, batch size, seed and device; cached Results are reused, and each sub-Result is the
+one the linked dashboard page shows), then applies one small pure rule per claim
+(`vitlens.claims.rules`; the rules and thresholds are described there and in README 'Findings').
+The sub-analyses' options keep their own declarations (bounds, limits): findings' options are
+theirs under a prefixed name where two would clash.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import replace
-from typing import Callable, Iterable
-from urllib.parse import urlencode
+from typing import Callable
 
-import numpy as np
-import pandas as pd
-
+from ..claims import group_of, scoreboard, tally
+from ..claims.scoreboard import _ok
+from ..context import Context
 from ..errors import VitlensError
+from ..models import blocks as model_blocks
+from ..links import page_params
 from ..options import Option
+from ..request import JobSpec
 from ..result import Result
-from . import get_analysis, register_analysis
+from . import Figure, Page, register_analysis
+from .hessian import OPTIONS as HESSIAN_OPTIONS
+from .landscape import OPTIONS as LANDSCAPE_OPTIONS
+from .noise import OPTIONS as NOISE_OPTIONS
 
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "cannot tell"
-AGREE_SHARE = 2 / 3
-LESION_HARMLESS = 0.005
-CKA_STRUCTURE = 0.05
-NOISE_TIE = 0.005
-HIGH_FREQUENCY_PI = 0.5
 DEFAULT_MODELS = "demo_resnet_deep,demo_vit_deep,demo_alternet"
-BODY_KINDS = ("conv", "msa", "mlp")
-COLUMNS = ["claim", "model", "value", "values", "verdict", "reason", "link", "links", "figure"]
-FIGURES = dict(non_convexity="Fig 1c, Fig 4", flatness="Fig 1b, Fig 4", low_pass="Fig 2a, Fig 8",
-               variance="Fig 9", variance_peak="Fig 9", lesion="Sec 4, Fig 10", cka_structure="Sec 4",
-               noise_robustness="Fig 2b")
-CLAIMS = dict(
-    non_convexity="MSA models have more negative Hessian eigenvalues (higher NEP) than CNNs",
-    flatness="MSA models are flatter than CNNs: smaller APE, top eigenvalue and landscape rise",
-    low_pass="MSAs lower high-frequency amplitude; convs/MLPs raise it",
-    variance="MSAs reduce feature-map variance; convs/MLPs raise it",
-    variance_peak="in multi-stage nets the variance peaks at the end of each stage",
-    lesion="removing a block early in a stage hurts more than removing one late",
-    cka_structure="multi-stage nets show a block structure in CKA; a plain ViT does not",
-    noise_robustness="MSA models are more robust to high-frequency noise than CNNs",
-)
-
-# ----------------------------------------------------------------------------- helpers
-
-def share_verdict(agree: int, total: int) -> str:
-    if total == 0:
-        return UNSURE
-    share = agree / total
-    return HOLDS if share >= AGREE_SHARE - 1e-12 else FAILS if share <= 1 - AGREE_SHARE + 1e-12 else UNSURE
 
 
-def group_of(kinds: Iterable[str]) -> str:
-    """cnn / vit / hybrid / other, from a model's block kinds."""
-    kinds = set(kinds)
-    msa, conv = "msa" in kinds, "conv" in kinds
-    return "hybrid" if msa and conv else "vit" if msa else "cnn" if conv else "other"
+def _sub_option(options, name: str, default, help: str, rename: str | None = None) -> Option:
+    """A sub-analysis' option as findings declares it: the same type, bounds and limit, another default."""
+    declared = next(o for o in options if o.name == name)
+    return replace(declared, name=rename or name, default=default, help=help, applies={})
 
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def row(claim: str, model: str, value, values: str, verdict: str, reason: str, links: list[str]) -> dict:
-    value = float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else math.nan
-    return dict(claim=claim, model=model, value=value, values=values, verdict=verdict, reason=reason,
-                link=links[0] if links else "", links=json.dumps(links), figure=FIGURES[claim])
-
-
-def page_params(analysis: str, values: dict) -> dict:
-    """The params the analysis' page sends for VALUES: the options it draws, those that apply."""
-    declared = get_analysis(analysis)
-    current = dict(declared.defaults)
-    shown = {}
-    for name in declared.shown:  # what its page draws (`page_options` in the declaration)
-        opt = declared.option(name)
-        if opt.applies and not opt.applies_to(current):
-            continue
-        current[name] = shown[name] = values.get(name, opt.default)
-    return shown
-
-
-def link(spec) -> str:
-    """Relative dashboard URL of the page showing SPEC's Result, with the selection and its options."""
-    page = get_analysis(spec.analysis).page
-    query = dict(model=spec.model)
-    if spec.model_args:
-        query["model_args"] = json.dumps(spec.model_args)
-    query.update(dataset=spec.dataset, split=spec.split)
-    if spec.samples is not None:
-        query["samples"] = spec.samples
-    query.update(seed=spec.seed, batch_size=spec.batch_size, device=spec.device)
-    for k, v in spec.params.items():
-        query[k] = "none" if v is None else str(v).lower() if isinstance(v, bool) else v
-    return f"{page}?{urlencode(query)}"
-
-
-def compare_link(base, models: list[str], view: str) -> str:
-    query = dict(model=models[0], dataset=base.dataset, split=base.split)
-    if base.samples is not None:
-        query["samples"] = base.samples
-    query.update(seed=base.seed, batch_size=base.batch_size, device=base.device, compare=",".join(models), view=view)
-    return f"Compare?{urlencode(query)}"
-
-
-# ----------------------------------------------------------------------------- per-block rules
-
-def block_changes(frame: pd.DataFrame, value: str, size: str | list[str]) -> pd.DataFrame:
-    """One row per block (block order): kind, stage, VALUE, its change from the previous block with a
-    row, and `comparable` (the block keeps the previous block's map size SIZE)."""
-    size = [size] if isinstance(size, str) else size
-    f = frame.sort_values("block").reset_index(drop=True).copy()
-    prev_size = f[size].shift(1)
-    f["change"] = f[value] - f[value].shift(1)
-    f["comparable"] = (f[size] == prev_size).all(axis=1) & f["change"].notna()
-    return f
-
-
-def high_frequency_table(fourier_frame: pd.DataFrame) -> pd.DataFrame:
-    """Per block: the relative log amplitude at its highest frequency (`high_frequency`) and the map size."""
-    last = fourier_frame.sort_values(["block", "frequency"]).groupby("block", sort=True).tail(1)
-    return last.rename(columns={"relative_log_amplitude": "high_frequency"}).reset_index(drop=True)
-
-
-def direction_counts(changes: pd.DataFrame) -> dict:
-    """Counted blocks (body kinds, comparable): MSAs that lower the value, conv/MLPs that raise it."""
-    c = changes[changes["comparable"] & changes["kind"].isin(BODY_KINDS)]
-    msa, other = c[c["kind"] == "msa"], c[c["kind"] != "msa"]
-    return dict(msa_down=int((msa["change"] < 0).sum()), msa=len(msa),
-                other_up=int((other["change"] > 0).sum()), other=len(other),
-                skipped=int((~changes["comparable"] & changes["kind"].isin(BODY_KINDS)).sum()))
-
-
-def direction_rule(changes: pd.DataFrame, what: str) -> tuple[float, str, str, str]:
-    """(headline share, values, verdict, reason) for "MSAs lower WHAT, conv/MLPs raise it"."""
-    n = direction_counts(changes)
-    msa_share = n["msa_down"] / n["msa"] if n["msa"] else math.nan
-    other_share = n["other_up"] / n["other"] if n["other"] else math.nan
-    values = (f"MSA lower {n['msa_down']}/{n['msa']} · conv/MLP raise {n['other_up']}/{n['other']}"
-              + (f" · {n['skipped']} resizing blocks not counted" if n["skipped"] else ""))
-    if n["msa"]:
-        verdict = share_verdict(n["msa_down"], n["msa"])
-        reason = f"{n['msa_down']} of {n['msa']} MSA blocks lower the {what}"
-        if n["other"]:
-            reason += f"; {n['other_up']} of {n['other']} conv/MLP blocks raise it"
-        return msa_share, values, verdict, reason
-    if n["other"]:
-        verdict = share_verdict(n["other_up"], n["other"])
-        return other_share, values, verdict, (f"no MSA blocks; {n['other_up']} of {n['other']} conv/MLP blocks "
-                                              f"raise the {what}")
-    return math.nan, values, UNSURE, "no size-keeping conv/MSA/MLP block to count"
-
-
-def low_pass_rule(fourier_frame: pd.DataFrame):
-    changes = block_changes(high_frequency_table(fourier_frame), "high_frequency", "size")
-    return direction_rule(changes, "high-frequency log amplitude")
-
-
-def variance_rule(variance_frame: pd.DataFrame):
-    changes = block_changes(variance_frame, "variance", ["height", "width"])
-    return direction_rule(changes, "feature-map variance")
-
-
-def variance_peak_rule(variance_frame: pd.DataFrame) -> tuple[float, str, str, str]:
-    """Multi-stage: the variance of each stage peaks at its last block (before any trailing MSAs)."""
-    body = variance_frame[variance_frame["kind"].isin(BODY_KINDS)].sort_values("block")
-    stages = sorted(body["stage"].unique())
-    if len(stages) < 2:
-        return math.nan, f"{len(stages)} stage", UNSURE, "single-stage model: no stage ends to compare"
-    agree, notes = 0, []
-    for s in stages:
-        blocks = body[body["stage"] == s]
-        kinds = list(blocks["kind"])
-        end = len(kinds) - 1
-        while end > 0 and kinds[end] == "msa":
-            end -= 1  # trailing MSAs lower the variance: the peak is expected just before them
-        expected = blocks.iloc[end]["name"]
-        peak = blocks.loc[blocks["variance"].idxmax(), "name"]
-        agree += peak == expected
-        notes.append(f"stage {s}: peak {peak}" + ("" if peak == expected else f" (expected {expected})"))
-    return agree / len(stages), f"{agree}/{len(stages)} stages", share_verdict(agree, len(stages)), "; ".join(notes)
-
-
-def lesion_pairs(lesion_frame: pd.DataFrame, downsamples: Iterable[str] = ()) -> list[dict]:
-    """Per stage: the first lesionable block and the last one of the same kind after it."""
-    downsamples = set(downsamples)
-    pairs = []
-    for s, blocks in lesion_frame.sort_values("block").groupby("stage", sort=True):
-        blocks = blocks[blocks["kind"].isin(BODY_KINDS)]
-        if len(blocks) < 2:
-            continue
-        first = blocks.iloc[0]
-        same = blocks[(blocks["kind"] == first["kind"]) & (blocks["block"] > first["block"])]
-        if same.empty:
-            continue
-        last = same.iloc[-1]
-        pairs.append(dict(stage=int(s), first=first["name"], last=last["name"], kind=first["kind"],
-                          first_drop=float(first["accuracy_drop"]), last_drop=float(last["accuracy_drop"]),
-                          downsampling=first["name"] in downsamples,
-                          agree=float(first["accuracy_drop"]) > float(last["accuracy_drop"])))
-    return pairs
-
-
-def harmless(lesion_frame: pd.DataFrame, tolerance: float = LESION_HARMLESS) -> list[str]:
-    """Blocks whose removal costs at most TOLERANCE accuracy."""
-    return list(lesion_frame.loc[lesion_frame["accuracy_drop"] <= tolerance, "name"])
-
-
-def lesion_rule(lesion_frame: pd.DataFrame, downsamples: Iterable[str] = ()) -> tuple[float, str, str, str]:
-    pairs = lesion_pairs(lesion_frame, downsamples)
-    if not pairs:
-        return math.nan, "no pairs", UNSURE, "no stage has two lesionable blocks of the same kind"
-    like = [p for p in pairs if not p["downsampling"]]
-    counted = like or pairs
-    agree = sum(p["agree"] for p in counted)
-    values = "; ".join(f"stage {p['stage']} {p['kind']}: {p['first']} {p['first_drop']:+.1%} vs {p['last']} "
-                       f"{p['last_drop']:+.1%}" + (" (first downsamples)" if p["downsampling"] else "")
-                       for p in pairs)
-    reason = f"first hurts more in {agree} of {len(counted)} stage(s)"
-    skipped = [p["stage"] for p in pairs if p["downsampling"]]
-    if skipped and like:
-        reason += f"; stage(s) {skipped} not counted: their first block downsamples (not like with like)"
-    elif skipped:
-        reason += "; every compared first block downsamples (not like with like)"
-    safe = harmless(lesion_frame)
-    if safe:
-        reason += f"; harmless (drop <= {LESION_HARMLESS:.1%}): {len(safe)} block(s)"
-    return agree / len(counted), values, share_verdict(agree, len(counted)), reason
-
-
-def cka_contrast(cka_frame: pd.DataFrame, group: dict[int, int]) -> float:
-    """Distance-matched contrast: mean over block distances d of (same-group CKA - cross-group CKA)."""
-    f = cka_frame[cka_frame["i"].isin(group) & cka_frame["j"].isin(group) & (cka_frame["i"] < cka_frame["j"])]
-    order = {b: k for k, b in enumerate(sorted(group))}
-    d = f["j"].map(order) - f["i"].map(order)
-    same = f["i"].map(group) == f["j"].map(group)
-    gaps = []
-    for dist in sorted(d.unique()):
-        at = d == dist
-        if (at & same).any() and (at & ~same).any():
-            gaps.append(f.loc[at & same, "cka"].mean() - f.loc[at & ~same, "cka"].mean())
-    return float(np.mean(gaps)) if gaps else math.nan
-
-
-def cka_rule(cka_frame: pd.DataFrame) -> tuple[float, str, str, str]:
-    body = cka_frame[(cka_frame["i"] == cka_frame["j"]) & cka_frame["kind_i"].isin(BODY_KINDS)]
-    stages = dict(zip(body["i"], body["stage_i"]))
-    if len(stages) < 3:
-        return math.nan, f"{len(stages)} body blocks", UNSURE, "fewer than 3 body blocks"
-    if len(set(stages.values())) > 1:
-        c = cka_contrast(cka_frame, stages)
-        if math.isnan(c):
-            return c, "contrast n/a", UNSURE, "no block distance has both same-stage and cross-stage pairs"
-        verdict = HOLDS if c >= CKA_STRUCTURE else FAILS
-        return c, f"stage contrast {c:.3f}", verdict, (f"multi-stage: same-stage minus cross-stage CKA at equal "
-                                                       f"distance is {c:.3f} ({'>=' if c >= CKA_STRUCTURE else '<'} "
-                                                       f"{CKA_STRUCTURE})")
-    blocks = sorted(stages)
-    best, where = -math.inf, None
-    for k in range(1, len(blocks)):
-        c = cka_contrast(cka_frame, {b: int(n >= k) for n, b in enumerate(blocks)})
-        if not math.isnan(c) and c > best:
-            best, where = c, k
-    if where is None:
-        return math.nan, "contrast n/a", UNSURE, "no split gives comparable pairs"
-    verdict = HOLDS if best < CKA_STRUCTURE else FAILS
-    return best, f"best split contrast {best:.3f}", verdict, (
-        f"single stage: the strongest two-group split (after block {where} of {len(blocks)}) has contrast "
-        f"{best:.3f} ({'<' if best < CKA_STRUCTURE else '>='} {CKA_STRUCTURE}: "
-        f"{'no' if best < CKA_STRUCTURE else 'a'} block structure)")
-
-
-def landscape_rise(frame: pd.DataFrame) -> float:
-    """Mean loss rise over the centre at the 8 grid points around it (one grid step away): the
-    landscape's rise near the minimum, whatever the grid size (inf when one is not finite)."""
-    if frame.empty or "loss" not in frame:
-        return math.nan
-    xs, ys = np.sort(frame["x"].unique()), np.sort(frame["y"].unique())
-    centre = frame[(frame["x"] == 0.0) & (frame["y"] == 0.0)]
-    if len(centre) != 1 or len(xs) < 3:
-        return math.nan
-    step_x = float(np.min(np.diff(xs)))
-    step_y = float(np.min(np.diff(ys))) if len(ys) > 1 else step_x
-    near = frame[((frame["x"].abs() <= step_x * 1.0001) & (frame["y"].abs() <= step_y * 1.0001))
-                 & ~((frame["x"] == 0.0) & (frame["y"] == 0.0))]
-    if near.empty:
-        return math.nan
-    if "finite" in near and not near["finite"].astype(bool).all():
-        return math.inf
-    return float(near["loss"].mean() - centre["loss"].iloc[0])
-
-
-def noise_high_frequency_change(noise_frame: pd.DataFrame) -> float:
-    """Mean accuracy change under noise at frequencies >= HIGH_FREQUENCY_PI."""
-    high = noise_frame[noise_frame["frequency_pi"] >= HIGH_FREQUENCY_PI - 1e-9]
-    return float(high["accuracy_change"].mean()) if len(high) else math.nan
-
-
-# ----------------------------------------------------------------------------- comparisons
-
-def pair_verdict(msa_value: float, cnn_value: float, msa_higher: bool, tie: float = 0.0) -> str:
-    if any(isinstance(v, float) and math.isnan(v) for v in (msa_value, cnn_value)):
-        return UNSURE
-    diff = msa_value - cnn_value
-    if abs(diff) <= tie:
-        return UNSURE
-    return HOLDS if (diff > 0) == msa_higher else FAILS
-
-
-def combine(verdicts: list[str]) -> str:
-    if verdicts and all(v == HOLDS for v in verdicts):
-        return HOLDS
-    if verdicts and all(v == FAILS for v in verdicts):
-        return FAILS
-    return UNSURE
-
-
-def pairs_of(groups: dict[str, str]) -> list[tuple[str, str]]:
-    msa = [m for m, g in groups.items() if g in ("vit", "hybrid")]
-    cnn = [m for m, g in groups.items() if g == "cnn"]
-    return [(a, b) for a in msa for b in cnn]
-
-
-def no_pairs_row(claim: str, groups: dict[str, str]) -> dict:
-    return row(claim, "all", math.nan, ", ".join(f"{m}: {g}" for m, g in groups.items()), UNSURE,
-               "needs at least one model with MSAs and one CNN among the models", [])
-
-
-# ----------------------------------------------------------------------------- the analysis
 
 OPTIONS = [
     Option("models", str, DEFAULT_MODELS, "comma-separated model specs to check (the base --model's "
            "--model-args/--checkpoint apply to its own entry)"),
-    Option("top_k", int, 5, "Hessian spectrum: eigenvalues per minibatch", low=1, high=200),
-    Option("minibatches", int, 8, "Hessian spectrum: minibatches (small for CPU)", low=1, high=100000),
-    Option("minibatch", int, 16, "Hessian spectrum: minibatch size (paper: 16)", low=1, high=4096),
-    Option("grid", int, 11, "loss landscape: points per axis (small for CPU; paper: 21)", low=3, high=201),
-    Option("range", float, 1.0, "loss landscape: the grid covers [-range, range]", low=1e-6, high=1e6),
-    Option("noise_frequencies", int, 11, "noise robustness: frequencies in [0, pi]", low=2, high=256),
-    Option("noise_eps", float, 0.1, "noise robustness: noise amplitude", low=0.0, high=100.0),
+    _sub_option(HESSIAN_OPTIONS, "top_k", 5, "Hessian spectrum: eigenvalues per minibatch"),
+    _sub_option(HESSIAN_OPTIONS, "minibatches", 8, "Hessian spectrum: minibatches (small for CPU; 0 = all)"),
+    _sub_option(HESSIAN_OPTIONS, "minibatch", 16, "Hessian spectrum: minibatch size (paper: 16)"),
+    _sub_option(LANDSCAPE_OPTIONS, "grid", 11, "loss landscape: points per axis (small for CPU; paper: 21)"),
+    _sub_option(LANDSCAPE_OPTIONS, "range", 1.0, "loss landscape: the grid covers [-range, range]"),
+    _sub_option(NOISE_OPTIONS, "frequencies", 11, "noise robustness: frequencies in [0, pi]",
+                rename="noise_frequencies"),
+    _sub_option(NOISE_OPTIONS, "eps", 0.1, "noise robustness: noise amplitude", rename="noise_eps"),
 ]
-
-
 
 
 def scoreboard_spec(base, params: dict | None = None):
@@ -445,131 +99,37 @@ def gather(base, models: list[str], params: dict, runner: Callable, progress=Non
     return out
 
 
-def _ok(entry) -> bool:
-    return isinstance(entry[1], Result)
-
-
-def _failed(entry) -> str:
-    return f"{entry[0].analysis} failed: {entry[1]}"
-
-
-def downsampling_blocks(model: str, spec) -> list[str]:
-    """Names of the blocks of MODEL that downsample (for the lesion rule's like-with-like check)."""
+def downsampling_blocks(ctx: Context, spec: JobSpec) -> list[str]:
+    """Names of the blocks of SPEC's model that downsample (for the lesion rule's like-with-like check)."""
     try:
-        from ..engine import build_model
-        from ..models import blocks as model_blocks
-        return [b.name for b in model_blocks(build_model(spec)) if b.downsamples]
+        return [b.name for b in model_blocks(ctx.build_model(spec)) if b.downsamples]
     except Exception:  # the rule then compares every stage; the reason says nothing about downsampling
         return []
 
 
-def scoreboard(base, evidence: dict, downsamples: dict | None = None) -> pd.DataFrame:
-    """The findings frame from the gathered sub-Results (pure apart from `downsamples`)."""
-    rows, groups = [], {}
-    for model, got in evidence.items():
-        kinds = next((set(got[a][1].frame["kind"]) for a in ("variance", "fourier", "lesion") if _ok(got[a])), set())
-        groups[model] = group_of(kinds)
-
-    # per-model claims
-    per_model = [("low_pass", "fourier", low_pass_rule), ("variance", "variance", variance_rule),
-                 ("variance_peak", "variance", variance_peak_rule), ("cka_structure", "cka", cka_rule)]
-    for claim, analysis, rule in per_model:
-        for model, got in evidence.items():
-            entry = got[analysis]
-            links = [link(entry[0])]
-            if not _ok(entry):
-                rows.append(row(claim, model, None, "", UNSURE, _failed(entry), links))
-                continue
-            value, values, verdict, reason = rule(entry[1].frame)
-            rows.append(row(claim, model, value, values, verdict, reason, links))
-    for model, got in evidence.items():
-        entry = got["lesion"]
-        links = [link(entry[0])]
-        if not _ok(entry):
-            rows.append(row("lesion", model, None, "", UNSURE, _failed(entry), links))
-            continue
-        value, values, verdict, reason = lesion_rule(entry[1].frame, (downsamples or {}).get(model, ()))
-        rows.append(row("lesion", model, value, values, verdict, reason, links))
-
-    # comparisons: each model with MSAs vs each CNN
-    pairs = pairs_of(groups)
-
-    def spectrum(model):
-        entry = evidence[model]["hessian"]
-        if not _ok(entry):
-            return dict(nep=math.nan, ape=math.nan, top=math.nan)
-        s = entry[1].meta.get("summary", {})
-        eig = entry[1].frame["eigenvalue"] if "eigenvalue" in entry[1].frame else pd.Series(dtype=float)
-        return dict(nep=float(s.get("nep", math.nan)), ape=float(s.get("ape", math.nan)),
-                    top=float(eig.max()) if len(eig) else math.nan)
-
-    def rise(model):
-        entry = evidence[model]["landscape"]
-        return landscape_rise(entry[1].frame) if _ok(entry) else math.nan
-
-    def noise_change(model):
-        entry = evidence[model]["noise"]
-        return noise_high_frequency_change(entry[1].frame) if _ok(entry) else math.nan
-
-    for claim in ("non_convexity", "flatness", "noise_robustness"):
-        if not pairs:
-            rows.append(no_pairs_row(claim, groups))
-    for a, b in pairs:
-        name = f"{a} vs {b}"
-        sa, sb = spectrum(a), spectrum(b)
-        hl = [link(evidence[a]["hessian"][0]), link(evidence[b]["hessian"][0])]
-        v = pair_verdict(sa["nep"], sb["nep"], msa_higher=True)
-        rows.append(row("non_convexity", name, sa["nep"] - sb["nep"], f"NEP {_fmt(sa['nep'])} vs {_fmt(sb['nep'])}",
-                        v, "equal NEPs (a tie)" if v == UNSURE and sa["nep"] == sb["nep"] else
-                        f"{a} ({groups[a]}) {'>' if sa['nep'] > sb['nep'] else '<='} {b} (cnn) in NEP"
-                        if v != UNSURE else "a spectrum is missing", hl))
-        ra, rb = rise(a), rise(b)
-        votes = [pair_verdict(sa["ape"], sb["ape"], False), pair_verdict(sa["top"], sb["top"], False),
-                 pair_verdict(ra, rb, False)]
-        ll = hl + [link(evidence[a]["landscape"][0]), link(evidence[b]["landscape"][0])]
-        flat_reason = ", ".join(f"{m}: {'smaller' if x == HOLDS else 'larger' if x == FAILS else 'n/a or tie'}"
-                                for m, x in zip(("APE", "top eigenvalue", "landscape rise"), votes))
-        rows.append(row("flatness", name, sa["ape"] - sb["ape"],
-                        f"APE {_fmt(sa['ape'])} vs {_fmt(sb['ape'])} · top eigenvalue {_fmt(sa['top'])} vs "
-                        f"{_fmt(sb['top'])} · rise {_fmt(ra)} vs {_fmt(rb)}", combine(votes),
-                        f"{a} vs {b}: {flat_reason}", ll))
-        na, nb = noise_change(a), noise_change(b)
-        v = pair_verdict(na, nb, msa_higher=True, tie=NOISE_TIE)
-        nl = [link(evidence[a]["noise"][0]), link(evidence[b]["noise"][0]), compare_link(base, [a, b], "noise")]
-        rows.append(row("noise_robustness", name, na - nb if not math.isnan(na - nb) else None,
-                        f"accuracy change at f >= {HIGH_FREQUENCY_PI} pi: {_fmt(na)} vs {_fmt(nb)}", v,
-                        f"within {NOISE_TIE:.1%} (a tie)" if v == UNSURE and not math.isnan(na - nb) else
-                        f"{a} loses {'less' if v == HOLDS else 'more'} than {b}" if v != UNSURE else
-                        "a noise result is missing", nl))
-    order = {c: k for k, c in enumerate(CLAIMS)}
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame = frame.sort_values("claim", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-    return frame
-
-
-def tally(frame: pd.DataFrame) -> dict:
-    return {v: int((frame["verdict"] == v).sum()) for v in (HOLDS, FAILS, UNSURE)}
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """README's scoreboard table."""
-    lines = ["| claim | model | verdict | numbers | figure |", "|---|---|---|---|---|"]
-    for r in frame.to_dict("records"):
-        values = str(r["values"]).replace("|", "\\|")
-        lines.append(f"| {r['claim']} | {r['model']} | {r['verdict']} | {values} | {r['figure']} |")
-    return "\n".join(lines)
-
-
 @register_analysis("findings", "the paper's findings checked on several models, from the other analyses' "
-                   "(cached) Results: a verdict, its numbers and a link per claim", OPTIONS, page="Findings",
-                   conventions="rules and thresholds in vitlens/analyses/findings.py and README 'Findings'")
-def findings(ctx, params: dict) -> Result:
-    from .. import engine
+                   "(cached) Results: a verdict, its numbers and a link per claim", OPTIONS,
+                   conventions="rules and thresholds in vitlens/claims/rules.py and README 'Findings'",
+                   lane="heavy",
+                   page=Page("Findings", "Findings", 0, custom=True,
+                             labels={"models": "models (comma-separated specs)", "top_k": "spectrum: top k",
+                                     "minibatches": "spectrum: minibatches", "minibatch": "spectrum: minibatch size",
+                                     "grid": "landscape: grid points per axis", "range": "landscape: range",
+                                     "noise_frequencies": "noise: frequencies", "noise_eps": "noise: eps"},
+                             widget_args={"range": {"step": 0.1}, "noise_eps": {"step": 0.05}},
+                             caption=("The claims of Park & Kim (ICLR 2022) evaluated on the models below from "
+                                      "vitlens' own analyses (cached Results are reused). Each row: the numbers, a "
+                                      "verdict (holds / does not hold / cannot tell) with its reason, the paper's "
+                                      "figure, and a link to the page and parameters behind it. The rules are in "
+                                      "README 'Findings'. On the embedded digits set and tiny demo models this "
+                                      "checks the rules, not the paper's CIFAR-100 numbers.")),
+                   figures=[Figure("findings_table")])
+def findings(ctx: Context, params: dict) -> Result:
     models = parse_models(params["models"])
     base = ctx.spec
     progress = ctx.progress(len(models) * 7, "findings")
-    evidence = gather(base, models, params, lambda spec: engine.run(spec)[0], progress)
-    downsamples = {m: downsampling_blocks(m, evidence[m]["lesion"][0]) for m in models}
+    evidence = gather(base, models, params, ctx.run, progress)
+    downsamples = {m: downsampling_blocks(ctx, evidence[m]["lesion"][0]) for m in models}
     frame = scoreboard(base, evidence, downsamples)
     summary = dict(tally(frame), models=models,
                    groups={m: group_of(set(r[1].frame["kind"])) if _ok(r) else "unknown"
@@ -583,13 +143,7 @@ def findings(ctx, params: dict) -> Result:
 README_SETTINGS = dict(samples=128, params=dict(minibatches=4, grid=7, noise_frequencies=6))
 
 
-def readme_spec():
-    from ..engine import JobSpec
+def readme_spec() -> JobSpec:
     params = dict(page_params("findings", {}), **README_SETTINGS["params"])
     return JobSpec(analysis="findings", model="demo_resnet", dataset="digits", split="test",
                    samples=README_SETTINGS["samples"], seed=0, device="cpu", params=params)
-
-
-if __name__ == "__main__":  # python -m vitlens.analyses.findings: README's scoreboard table
-    from .. import engine
-    print(markdown_table(engine.run(readme_spec())[0].frame))

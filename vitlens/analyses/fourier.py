@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..options import Option, convention_option
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 # log(|F| + floor): exact zeros (dead ReLU channels) stay finite.
 LOG_FLOOR = 1e-6
@@ -182,8 +182,16 @@ OPTIONS = [
 
 
 @register_analysis("fourier", "relative log amplitude of Fourier-transformed feature maps vs frequency, per block "
-                   "(Park & Kim Fig 2a/8)", OPTIONS, page="Fourier", page_options=("convention", "resolution"),
-                   conventions="log(|fft2| + 1e-6), mean over images and channels, half-diagonal minus its k=0 value")
+                   "(Park & Kim Fig 2a/8)", OPTIONS,
+                   conventions="log(|fft2| + 1e-6), mean over images and channels, half-diagonal minus its k=0 value",
+                   lane="interactive",
+                   page=Page("Fourier analysis of feature maps", "Fourier", 3, options=("convention", "resolution"),
+                             caption=("Relative log amplitude of the Fourier-transformed feature map of every block: "
+                                      "log|FFT| averaged over images and channels, along the half-diagonal from "
+                                      "frequency 0 to π, minus its value at 0. The paper finds that MSAs (blue bands) "
+                                      "reduce high-frequency amplitude — they act like low-pass filters — while "
+                                      "convolutions amplify it.")),
+                   figures=[Figure("fourier_curves"), Figure("fourier_high_frequency")])
 def fourier(ctx: Context, params: dict) -> Result:
     resolution = params["resolution"]
     if resolution == 1:

@@ -26,16 +26,16 @@ import torch
 
 from .. import distributed
 from ..data import make_loader
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
                        prepare_batches, spectrum_summary, top_eigenvalues)
 from ..hessian.loss import _num_classes
 from ..models import blocks as model_blocks
 from ..models import load_checkpoint, read_checkpoint_metadata
-from ..options import Option, loss_options
+from ..options import Limit, Option, loss_options
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 WHATS = ("spectrum", "topk", "trace", "density", "blocks")
 
@@ -48,6 +48,7 @@ OPTIONS = [
            choices=("auto", "double_backward", "recompute", "forward_over_reverse")),
     Option("minibatch", int, 16, "minibatch size of the spectrum (paper: 16)", low=1, high=4096, applies=SPECTRUM),
     Option("minibatches", int, 0, "how many minibatches (0 = all the data holds)", low=0, high=100000,
+           limit=Limit("VITLENS_MAX_MINIBATCHES", 1000),
            applies=SPECTRUM),
     Option("together", int, 0, "minibatches per stacked (vmap) product; 0 = choose (a quick probe on a GPU, "
            "1 on CPU)", low=0, high=256, applies=SPECTRUM),
@@ -206,11 +207,32 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
 
 
 @register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
-                   "per-block curvature; over checkpoints", OPTIONS, page="Hessian",
-                   page_options=("what", "top_k", "minibatches", "minibatch", "together", "estimator", "probes",
-                                 "weight_decay"),
+                   "per-block curvature; over checkpoints", OPTIONS,
                    conventions="loss = per-sample mean cross-entropy (log_softmax) + (wd/2)||w||^2, eval mode; "
-                               "PyHessian's per-minibatch top-k for the spectrum")
+                               "PyHessian's per-minibatch top-k for the spectrum",
+                   lane="heavy", shards="minibatches (spectrum) or data batches",
+                   page=Page("Hessian eigenvalues", "Hessian", 1, custom=True,
+                             options=("what", "top_k", "minibatches", "minibatch", "together", "estimator", "probes",
+                                      "weight_decay"),
+                             labels={"what": "view", "top_k": "top k", "minibatches": "minibatches (0 = all)",
+                                     "minibatch": "minibatch size (paper: 16)",
+                                     "together": "minibatches at once (0 = auto)", "estimator": "trace estimator",
+                                     "probes": "products at most (trace)",
+                                     "weight_decay": "weight decay (shifts eigenvalues)"},
+                             widget_args={"weight_decay": {"step": 0.0001}},
+                             caption=("The curvature of the training loss (cross-entropy + optional weight decay, "
+                                      "model in eval mode). Spectrum: the top-k eigenvalues (by magnitude, sign kept) "
+                                      "of each minibatch's Hessian, pooled — the paper's 'max eigenvalue spectrum'. "
+                                      "NEP is the share of negative eigenvalues (non-convexity), APE the mean positive "
+                                      "one (sharpness). The paper finds ViTs have many negative eigenvalues that large "
+                                      "data sets suppress, while ResNets have large positive ones; MSAs flatten the "
+                                      "loss.")),
+                   figures=[Figure("spectrum_density", when={"what": ("spectrum",)}),
+                            Figure("eigen_bars", when={"what": ("topk",)}),
+                            Figure("trace_estimates", when={"what": ("trace",)}),
+                            Figure("eigen_density", when={"what": ("density",)}),
+                            Figure("block_curvature", {"value": "top_eigenvalue"}, when={"what": ("blocks",)}),
+                            Figure("block_curvature", {"value": "trace"}, when={"what": ("blocks",)})])
 def hessian(ctx: Context, params: dict) -> Result:
     what = params["what"]
     if len(ctx.dataset) == 0:

@@ -43,15 +43,14 @@ import numpy as np
 import pandas as pd
 
 from .. import distributed
-from ..cache import ResultCache, cache_key, model_fingerprint
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..landscape import (L2_KINDS, MAX_GRID, NORMALIZATIONS, direction_norm, grid_axis, hessian_directions,
                          loss_surface, normalize_direction, path_direction, prepare_samples, random_directions,
                          sharpness, trajectory_directions)
-from ..options import Option, convention_option, loss_options
+from ..options import Limit, Option, convention_option, loss_options
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 DIRECTION_KINDS = ("random", "hessian", "trajectory", "path")
 
@@ -66,7 +65,8 @@ OPTIONS = [
     Option("include_pos_embed", bool, False, "also move position embeddings / relative-position tables"),
     Option("direction_seed", int, None, "seed of the random directions (none: the job's --seed)", nullable=True,
            low=0),
-    Option("grid", int, 21, "points per axis (paper: 21)", low=2, high=MAX_GRID),
+    Option("grid", int, 21, "points per axis (paper: 21)", low=2, high=MAX_GRID,
+           limit=Limit("VITLENS_MAX_GRID", 51)),
     Option("range", float, 1.0, "the grid covers [-range, range] along each direction", low=1e-9, high=1e6),
     *[Option(f"{axis}_{end}", float, None, f"override the grid's {end}imum {axis}", nullable=True)
       for axis in ("x", "y") for end in ("min", "max")],
@@ -141,38 +141,21 @@ def _directions(ctx: Context, params: dict, samples, seed: int):
     return kind, directions, info
 
 
-def _partial_store(ctx: Context, params: dict):
-    """(load, save, drop) for the partial grid in the result cache, or None when there is no cache."""
-    spec = ctx.spec
-    try:
-        cache = ResultCache()
-    except VitlensError:
-        return None
-    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
-                     batch_size=spec.batch_size)
-    keyed = {k: v for k, v in params.items() if k not in ("resume", "points_per_pass")}  # neither moves a number
-    key = cache_key(model_fingerprint(ctx.model), data_spec, "landscape:partial",
-                    dict(keyed, model=spec.model, model_args=spec.model_args))
-
-    def load():
-        found = cache.get(key)
-        return None if found is None else found.frame
-
-    def save(frame):
-        cache.put(key, Result(frame, {"analysis": "landscape", "partial": True}),
-                  {"analysis": "landscape (partial)", "model": spec.model})
-
-    def drop():
-        cache.delete(key)
-        cache.close()
-
-    return load, save, drop
-
-
 @register_analysis("landscape", "loss surface along two directions or a 1D path (filter-normalised, Li et al. 2018)",
-                   OPTIONS, page="Loss_landscape",
-                   page_options=("convention", "directions", "grid", "range", "weight_decay"),
-                   conventions="loss = per-sample mean NLL (log_softmax) + weight_decay * L2, eval mode")
+                   OPTIONS, conventions="loss = per-sample mean NLL (log_softmax) + weight_decay * L2, eval mode",
+                   lane="heavy", shards="grid points",
+                   page=Page("Loss landscape", "Loss_landscape", 2, custom=True,
+                             options=("convention", "directions", "grid", "range", "weight_decay"),
+                             labels={"grid": "grid points per axis (paper: 21)",
+                                     "range": "range (± along each direction)", "weight_decay": "weight decay in the loss"},
+                             widget_args={"range": {"step": 0.1}, "weight_decay": {"step": 0.01}},
+                             caption=("The loss (NLL + weight decay · L2, as in the paper) at w + x·d1 + y·d2 for two "
+                                      "random Gaussian directions, each filter rescaled to the norm of the weight's "
+                                      "filter (Li et al. 2018); biases, norm parameters and position embeddings are "
+                                      "not moved. The paper finds MSAs flatten the landscape: ViTs' surfaces are "
+                                      "smoother and flatter near the optimum than ResNets'.")),
+                   figures=[Figure("surface", when={"directions": ("random", "hessian", "trajectory")}),
+                            Figure("path_curve", when={"directions": ("path",)})])
 def landscape(ctx: Context, params: dict) -> Result:
     spec = ctx.spec
     seed = spec.seed if params["direction_seed"] is None else params["direction_seed"]
@@ -186,8 +169,9 @@ def landscape(ctx: Context, params: dict) -> Result:
 
     rank, ranks = distributed.world()
     # resuming reads one cache; under torchrun the ranks share the grid instead
-    store = _partial_store(ctx, params) if params["resume"] and ranks == 1 else None
-    done = store[0]() if store else None
+    keyed = {k: v for k, v in params.items() if k not in ("resume", "points_per_pass")}  # neither moves a number
+    store = ctx.partial_store("landscape:partial", keyed) if params["resume"] and ranks == 1 else None
+    done = store.load() if store else None
     total = len(xs) * (1 if ys is None else len(ys))
     progress = ctx.progress(total, "landscape")
     if done is not None and len(done):
@@ -197,13 +181,13 @@ def landscape(ctx: Context, params: dict) -> Result:
         weight_decay=params["weight_decay"], l2=params["l2"], tolerance=params["tolerance"], rtol=params["rtol"],
         z=params["z"], min_batches=params["min_batches"], min_samples=params["min_samples"],
         anchors=params["anchors"], done=done,
-        on_checkpoint=store[1] if store else None, progress=progress, share=(rank, ranks),
+        on_checkpoint=store.save if store else None, progress=progress, share=(rank, ranks),
         points_per_pass=params["points_per_pass"])
     if ranks > 1:  # every rank computed a share of the points: put the grid back together
         frame = pd.concat(distributed.gather(frame), ignore_index=True).sort_values(["j", "i"], ignore_index=True)
         info = dict(info, points=len(frame), ranks=ranks)
     if store:
-        store[2]()
+        store.drop()
     summary = sharpness(frame, params["radius"])
     summary.update(points=info["points"], sample_fraction=info["sample_fraction"],
                    resumed_points=info["resumed_points"])

@@ -16,13 +16,13 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..features import batch_input, block_table, resolve_blocks
 from ..models import Block, run_blocks
 from ..options import Option
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 from .evaluate import Scores
 
 
@@ -81,7 +81,12 @@ def lesion_frame(block_list: Sequence[Block], intact: Scores, lesioned: dict[int
 
 @register_analysis("lesion", "accuracy and NLL with each block's residual branch removed, and the drop vs the "
                    "intact model (Park & Kim Sec. 4)", [Option("reuse_prefix", bool, True, "reuse the blocks before the lesion (same numbers, faster)")],
-                   page="Lesion", page_options=(), conventions="a block's residual branch replaced by the identity (shortcut kept)")
+                   conventions="a block's residual branch replaced by the identity (shortcut kept)", lane="interactive",
+                   page=Page("Lesion study", "Lesion", 5, options=(), caption=(
+                       "Accuracy drop when one block's residual branch is replaced by the identity (only the shortcut "
+                       "kept). The paper finds that removing an MSA near the end of a stage hurts far more than "
+                       "removing one early, which is why AlterNet puts MSAs at stage ends.")),
+                   figures=[Figure("lesion_bars")])
 def lesion(ctx: Context, params: dict) -> Result:
     loader = ctx.loader()
     first = next(iter(loader))

@@ -26,12 +26,12 @@ from typing import Iterable, Sequence
 import pandas as pd
 import torch
 
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..features import batch_input
 from ..options import Option, convention_option
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 from .evaluate import Scores
 
 NORMS = ("l2", "linf")
@@ -157,10 +157,18 @@ OPTIONS = [
 
 
 @register_analysis("noise", "accuracy change under random noise restricted to a frequency band, vs frequency "
-                   "(Park & Kim Fig 2b); frequencies in units of pi", OPTIONS, page="Noise_robustness",
-                   page_options=("convention", "frequencies", "eps", "s", "width", "norm"),
+                   "(Park & Kim Fig 2b); frequencies in units of pi", OPTIONS,
                    conventions="accuracy and NLL (per-sample mean) change vs the clean images; the same noise "
-                               "draw for every frequency")
+                               "draw for every frequency", lane="interactive",
+                   page=Page("Noise robustness by frequency", "Noise_robustness", 6,
+                             options=("convention", "frequencies", "eps", "s", "width", "norm"),
+                             labels={"frequencies": "frequencies (count in [0, π])", "eps": "noise amplitude eps",
+                                     "s": "band half-width s (radians)", "width": "band width (×π)"},
+                             widget_args={"eps": {"step": 0.05}, "width": {"step": 0.01}},
+                             caption=("Accuracy change when random noise restricted to a ring of the centred 2D "
+                                      "spectrum (frequency f, width s, amplitude eps) is added to the images. The paper "
+                                      "finds ViTs robust to high-frequency noise and ResNets vulnerable to it.")),
+                   figures=[Figure("noise_curve")])
 def noise(ctx: Context, params: dict) -> Result:
     points = _frequencies(params["frequencies"])
     convention = params["convention"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..engine import Context
+from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..result import Result
-from . import register_analysis
+from . import Figure, Page, register_analysis
 
 
 class VarianceReducer(Reducer):
@@ -54,8 +54,15 @@ def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
 
 
 @register_analysis("variance", "feature-map variance (over positions, mean over images and channels) vs "
-                   "normalised depth (Park & Kim Fig 9)", page="Feature_variance", page_options=(),
-                   conventions="variance over h, w per channel, mean over images and channels (the authors')")
+                   "normalised depth (Park & Kim Fig 9)",
+                   conventions="variance over h, w per channel, mean over images and channels (the authors')",
+                   lane="interactive",
+                   page=Page("Feature-map variance", "Feature_variance", 4, options=(), caption=(
+                       "Variance of each block's output feature map over spatial positions, averaged over images and "
+                       "channels, vs normalised depth. The paper finds that MSAs (blue bands) reduce feature-map "
+                       "variance and convolutions increase it; in multi-stage nets the variance peaks at the end of "
+                       "each stage.")),
+                   figures=[Figure("variance_curve")])
 def variance(ctx: Context, params: dict) -> Result:
     reducer = VarianceReducer()
     block_list = ctx.collect(reducer, "variance")

@@ -1,0 +1,243 @@
+"""The dashboard's side of the queue: `JobManager` submits, joins, polls and cancels jobs, and runs
+the embedded worker processes of a one-machine install.
+
+A page submits a `JobSpec`; `JobManager.submit` checks the limits (`vitlens.jobs.limits`), joins the
+queued/running job of an identical request (`engine.request_id`) or queues a new one in the
+analysis' lane; the page polls the job's record (state, progress, time left) and may cancel it.
+Results land in the disk cache, so a page shows them at once. In a lane, each job a session already
+has queued lowers its next one (round-robin between sessions).
+
+Embedded workers: on the SQLite queue the dashboard starts `VITLENS_WORKERS` (default 1) workers
+that take from both lanes and `VITLENS_INTERACTIVE_WORKERS` (default 1) that take only quick views,
+so a view does not wait for a running landscape (`VITLENS_EMBEDDED_WORKERS=0` when workers run
+elsewhere, e.g. the compose `worker` service).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ..cache import cache_dir
+from ..engine import request_id
+from ..errors import VitlensError
+from ..request import JobSpec
+from .limits import Limits, env_number
+from .queue import Queue, is_redis, queue_location
+from .records import CANCELLED, QUEUED, Job, Records, priority_of, stale_after
+
+
+class JobManager:
+    """Submit, join, poll and cancel jobs of one queue; optionally runs embedded worker processes."""
+
+    def __init__(self, location: str | None = None, embedded_workers: int | None = None, keep: int = 200):
+        self.queue = Queue(location)
+        self.location = self.queue.location
+        self.records = Records(self.queue)
+        self.limits = Limits.from_env()
+        self._lock = threading.Lock()
+        self._keep = keep
+        self._workers: list[subprocess.Popen] = []
+        if embedded_workers is None:
+            default = 0 if is_redis(self.location) else env_number("VITLENS_WORKERS", 1)
+            embedded_workers = env_number("VITLENS_EMBEDDED_WORKERS", default)
+        if embedded_workers > 0:
+            interactive = env_number("VITLENS_INTERACTIVE_WORKERS", 1)  # a bad value: no process started yet
+            self.start_workers(embedded_workers)
+            self.start_workers(interactive, lanes="interactive")
+
+    # ---- submit / join
+
+    def submit(self, spec: JobSpec, session: str = "", request: str | None = None) -> Job:
+        """Queue SPEC, or join the queued/running job that computes the same request.
+
+        Raises VitlensError (one line) when SPEC or the queue is over a limit."""
+        self.limits.check(spec)
+        request = request or request_id(spec)
+        with self._lock:
+            current = self._latest(request)
+            if current is not None and current.active:
+                job = self.records.get("job", current.id)
+                job["requests"] = job.get("requests", 1) + 1
+                self.records.put("job", current.id, job)
+                current.requests = job["requests"]
+                return current
+            active = [j for j in self.jobs() if j.active]
+            if len(active) >= self.limits.total:
+                raise VitlensError(f"the job queue is full ({len(active)} jobs, limit {self.limits.total}, "
+                                   "VITLENS_MAX_JOBS); try again when some have finished")
+            mine = [j for j in active if j.session == session]
+            if len(mine) >= self.limits.per_session:
+                raise VitlensError(f"you have {len(mine)} jobs queued or running (limit {self.limits.per_session}, "
+                                   "VITLENS_MAX_JOBS_PER_SESSION); wait for one or cancel one on the Jobs page")
+            job_id = uuid.uuid4().hex[:12]
+            priority = priority_of(spec, len(mine))
+            record = dict(id=job_id, request=request, spec=spec.to_dict(), session=session, created=time.time(),
+                          requests=1, priority=priority)
+            self.records.put("job", job_id, record)
+            self.records.put("run", job_id, dict(state=QUEUED, message="waiting for a worker"))
+            self.records.put("request", request, job_id)
+            self.enqueue(job_id, spec, priority)
+            self._trim()
+        return self.get(job_id)
+
+    def enqueue(self, job_id: str, spec: JobSpec, priority: int) -> None:
+        self.queue.put(spec, job_id, priority, 0)
+
+    def _latest(self, request: str) -> Job | None:
+        job_id = self.records.get("request", request)
+        return self.get(job_id) if isinstance(job_id, str) else None
+
+    # ---- read
+
+    def get(self, job_id: str) -> Job | None:
+        job = self.records.get("job", job_id)
+        if not isinstance(job, dict):
+            return None
+        return Job.from_records(job, self.records.get("run", job_id),
+                                self.records.get("cancel", job_id) is not None, stale_after())
+
+    def find(self, spec: JobSpec, request: str | None = None) -> Job | None:
+        """The most recent job for the same request as SPEC (REQUEST: its `request_id`, when known)."""
+        return self._latest(request or request_id(spec))
+
+    def jobs(self) -> list[Job]:
+        jobs, runs = self.records.all("job"), self.records.all("run")
+        cancels, stale = self.records.all("cancel"), stale_after()
+        out = []
+        for job_id, job in jobs.items():
+            try:
+                out.append(Job.from_records(job, runs.get(job_id), job_id in cancels, stale))
+            except (KeyError, TypeError):
+                continue  # a record not written by this version: skip it
+        return sorted(out, key=lambda j: j.created, reverse=True)
+
+    def workers(self) -> list[dict]:
+        """The workers whose heartbeat is fresh (name, pid, host, job, heartbeat)."""
+        now, stale = time.time(), stale_after()
+        return [dict(w, name=name) for name, w in self.records.all("worker").items()
+                if isinstance(w, dict) and now - w.get("heartbeat", 0) <= stale]
+
+    def pending(self) -> int:
+        """Messages waiting in the queue (both lanes)."""
+        return self.queue.pending_count()
+
+    def wait(self, job: Job, timeout: float = 600.0, poll: float = 0.1) -> Job:
+        """Block until JOB finishes (tests and scripts; pages poll instead). Returns its last snapshot."""
+        end = time.time() + timeout
+        while True:
+            job = self.get(job.id) or job
+            if not job.active or time.time() > end:
+                return job
+            time.sleep(poll)
+
+    # ---- cancel
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask a job to stop; a queued job never starts, a running one stops at its next update."""
+        job = self.get(job_id)
+        if job is None or not job.active:
+            return False
+        self.records.put("cancel", job_id, time.time())
+        if job.state == QUEUED:
+            run = self.records.get("run", job_id) or {}
+            if run.get("state", QUEUED) == QUEUED:
+                self.records.put("run", job_id, dict(run, state=CANCELLED, finished=time.time(),
+                                                     message="cancelled before it started"))
+        return True
+
+    def _trim(self) -> None:
+        jobs = self.jobs()
+        finished = [j for j in jobs if not j.active]
+        old = sorted(finished, key=lambda j: j.created)[:max(0, len(jobs) - self._keep)]
+        reaps = list(self.records.all("reap")) if old else []  # keyed <id>:<attempt>:<heartbeat>
+        for job in old:
+            for kind in ("job", "run", "cancel"):
+                self.records.delete(kind, job.id)
+            for attempt in range(job.attempt + 1):
+                self.records.delete("claim", f"{job.id}:{attempt}")
+            for name in reaps:
+                if name.startswith(f"{job.id}:"):
+                    self.records.delete("reap", name)
+            if self.records.get("request", job.request) == job.id:
+                self.records.delete("request", job.request)
+
+    # ---- embedded workers
+
+    def start_workers(self, count: int, lanes: str = "all") -> None:
+        """Start COUNT `vitlens worker` subprocesses on this queue, taking from LANES ("all" or
+        "interactive"); they exit when this process does."""
+        log_dir = Path(self.location).parent if not is_redis(self.location) else cache_dir()
+        env = dict(os.environ, VITLENS_QUEUE=self.location if is_redis(self.location) else f"sqlite://{self.location}")
+        for n in range(count):
+            name = f"embedded-{os.getpid()}-{lanes}-{n}"
+            log = open(log_dir / f"worker-{name}.log", "ab")
+            cmd = [sys.executable, "-m", "vitlens", "worker", "--parent-pid", str(os.getpid()),
+                   "--name", name, "--lanes", lanes]
+            self._workers.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=subprocess.STDOUT))
+            log.close()
+
+    def stop_workers(self, timeout: float = 3.0) -> None:
+        """SIGTERM the embedded workers (their running job goes back to the queue); wait up to TIMEOUT."""
+        for proc in self._workers:
+            if proc.poll() is None:
+                proc.terminate()
+        end = time.time() + timeout
+        for proc in self._workers:
+            try:
+                proc.wait(max(0.0, end - time.time()))
+            except subprocess.TimeoutExpired:
+                pass  # it notices our exit on its own and stops within its grace period
+        self._workers = [p for p in self._workers if p.poll() is None]
+
+    def close(self, timeout: float = 3.0) -> None:
+        self.stop_workers(timeout)
+
+
+_MANAGER: JobManager | None = None
+_MANAGER_LOCK = threading.Lock()
+
+
+def manager() -> JobManager:
+    """The process-wide job manager of the configured queue (shared by every dashboard session).
+
+    On the embedded SQLite queue it starts the worker subprocesses on first use. When the queue
+    location changes (another VITLENS_CACHE_DIR or VITLENS_QUEUE), the previous manager's embedded
+    workers are stopped and a new manager is made."""
+    global _MANAGER
+    location = queue_location()
+    with _MANAGER_LOCK:
+        if _MANAGER is None or _MANAGER.location != location:
+            if _MANAGER is not None:
+                _MANAGER.close(timeout=0.0)
+            _MANAGER = JobManager(location)
+        return _MANAGER
+
+
+def _in_streamlit_server() -> bool:
+    """True in a `streamlit run` server process (not under AppTest or in a script)."""
+    command = getattr(sys, "orig_argv", [])[:4]  # Streamlit rewrites sys.argv to the page script
+    return "streamlit" in sys.modules and any(Path(arg).name in ("streamlit", "streamlit.exe") for arg in command)
+
+
+@atexit.register
+def _stop_embedded_workers() -> None:
+    """At exit: SIGTERM the embedded workers without waiting (each re-queues its job and exits in
+    well under a second; one that misses the signal notices its parent is gone).
+
+    In the dashboard server (after Streamlit's own clean shutdown on SIGTERM) the process then ends
+    at once: the interpreter's teardown of torch and Streamlit took over 5 s on a busy machine, and
+    every job record and cache entry is committed already. VITLENS_FAST_EXIT=0 keeps the teardown."""
+    if _MANAGER is None:
+        return
+    _MANAGER.close(timeout=0.0)
+    if os.environ.get("VITLENS_FAST_EXIT", "1") != "0" and _in_streamlit_server():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

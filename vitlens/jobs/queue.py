@@ -1,0 +1,151 @@
+"""The queue: one small adapter over huey's storage (https://huey.readthedocs.io).
+
+Two lanes, each a queue in one store: "interactive" (the analyses declared `lane="interactive"`)
+and "heavy". Every worker takes from the interactive lane first, so one user's heavy jobs never
+stand in front of a teammate's quick view. A message is JSON in huey's message layout (never a
+pickle), carrying the JobSpec as JSON, the job id and the attempt. The store also holds the job
+records (`vitlens.jobs.records`).
+
+Why huey: it is small (one pure-Python package), has an embedded SQLite store *and* Redis on the
+same API, priorities on both, and a key-value store for our records. RQ needs Redis (no embedded
+store, so a one-machine install would need a Redis server); dramatiq needs a Redis or RabbitMQ
+broker; Celery is heavy (broker + result backend + its own worker pool model) for "one job at a
+time per GPU". We use huey's storage classes only and run our own worker loop (`vitlens.worker`),
+so SIGTERM can put the running job back in the queue instead of losing it.
+
+Locations: `VITLENS_QUEUE=redis://host:6379/0` (several GPU boxes take from one queue), or the
+embedded SQLite file `<cache>/queue/jobs.db` (the folder private 0700), or `sqlite://PATH`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+from huey.registry import Message
+from huey.storage import PriorityRedisStorage, SqliteStorage
+
+from ..analyses import LANES, get_analysis
+from ..cache import _ensure_private_dir, cache_dir
+from ..errors import VitlensError
+from ..request import JobSpec
+
+TASK_NAME = "vitlens_job"  # the message's task name (huey's layout; kept for queues written before)
+STORE_NAMES = {"heavy": "vitlens", "interactive": "vitlens-interactive"}  # the records live in "vitlens"
+
+
+def lane_of(spec: JobSpec) -> str:
+    """The lane the analysis declares (`register_analysis(lane=...)`)."""
+    return get_analysis(spec.analysis).lane
+
+
+def queue_location() -> str:
+    """Where the queue lives: $VITLENS_QUEUE (redis://...) or the SQLite file under the cache folder."""
+    url = os.environ.get("VITLENS_QUEUE", "").strip()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return url
+    if url.startswith("sqlite://"):
+        return str(Path(url[len("sqlite://"):]).expanduser())
+    if url and url != "sqlite":
+        raise VitlensError(f"VITLENS_QUEUE must be redis://host:port/db or sqlite://PATH, got {url!r}")
+    return str(cache_dir() / "queue" / "jobs.db")
+
+
+def is_redis(location: str) -> bool:
+    return location.startswith(("redis://", "rediss://", "unix://"))
+
+
+def encode(args: list, priority: int) -> bytes:
+    """A message as JSON in huey's message layout."""
+    message = Message(uuid.uuid4().hex, TASK_NAME, None, 0, 0, priority, list(args), {}, None, None, None, None,
+                      None, None, None)
+    return json.dumps(message._asdict()).encode()
+
+
+def decode(data: bytes) -> Message:
+    """A message from its JSON; ValueError for anything else (a pickle, another program's data)."""
+    try:
+        message = json.loads(data)
+    except (TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"not a vitlens message: {err}") from None
+    if not isinstance(message, dict) or set(message) - set(Message._fields):
+        raise ValueError("not a vitlens task message")
+    return Message(**{name: message.get(name) for name in Message._fields})
+
+
+def message_args(message: Message) -> tuple[str, str, int]:
+    """(spec JSON, job id, attempt) of a message; messages of the first queue version had no attempt."""
+    if message.name != TASK_NAME or not isinstance(message.args, list):
+        raise ValueError("not a vitlens job message")
+    args = list(message.args)
+    if len(args) == 2:
+        args.append(0)
+    if len(args) != 3 or not all(isinstance(a, t) for a, t in zip(args, (str, str, int))):
+        raise ValueError("not a vitlens job message")
+    return args[0], args[1], args[2]
+
+
+class Lane:
+    """One lane: a priority queue of messages in the store (highest priority first)."""
+
+    def __init__(self, name: str, storage):
+        self.name, self.storage = name, storage
+
+    def put(self, args: list, priority: int) -> None:
+        self.storage.enqueue(encode(args, priority), priority)
+
+    def take(self) -> Message | None:
+        """The next message (removed from the lane), or None; ValueError for one that is not ours."""
+        data = self.storage.dequeue()
+        return None if data is None else decode(data)
+
+    def pending(self) -> list[Message]:
+        out = []
+        for data in self.storage.enqueued_items():
+            try:
+                out.append(decode(data))
+            except ValueError:
+                continue
+        return out
+
+    def count(self) -> int:
+        return self.storage.queue_size()
+
+
+class Queue:
+    """The lanes of one location, and the store the job records live in (`storage`)."""
+
+    def __init__(self, location: str | None = None):
+        self.location = location or queue_location()
+        if not is_redis(self.location):
+            path = Path(self.location)
+            _ensure_private_dir(path.parent)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.lanes = {lane: Lane(lane, self._storage(STORE_NAMES[lane])) for lane in LANES}
+        self.storage = self.lanes["heavy"].storage
+
+    def _storage(self, name: str):
+        if is_redis(self.location):
+            return PriorityRedisStorage(name, url=self.location)
+        return SqliteStorage(name, filename=self.location, timeout=20)
+
+    def put(self, spec: JobSpec, job_id: str, priority: int, attempt: int) -> None:
+        """Queue one attempt of a job in its lane."""
+        self.lanes[lane_of(spec)].put([spec.to_json(), job_id, attempt], priority)
+
+    def pending_attempts(self) -> set[tuple[str, int]]:
+        """(job id, attempt) of every message waiting in any lane."""
+        out = set()
+        for lane in self.lanes.values():
+            for message in lane.pending():
+                try:
+                    _, job_id, attempt = message_args(message)
+                except ValueError:
+                    continue
+                out.add((job_id, attempt))
+        return out
+
+    def pending_count(self) -> int:
+        return sum(lane.count() for lane in self.lanes.values())
