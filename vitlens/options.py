@@ -65,6 +65,8 @@ class Option:
 
     def parse(self, value: Any) -> Any:
         """VALUE as this option's type, checked against its choices and range."""
+        if self.type is dict:  # a JSON object; empty text is {}
+            return _to_object(value, self.flag)
         if isinstance(value, str) and self.nullable and value.strip().lower() in self.none_words:
             return None
         if isinstance(value, str) and value.strip().lower() in NONE_WORDS and (self.nullable or value == ""):
@@ -88,8 +90,6 @@ class Option:
         return self._scalar(value, self.type)
 
     def _scalar(self, value: Any, kind: type, checked: bool = True) -> Any:
-        if kind is dict:
-            return _to_object(value, self.flag)
         if kind is bool:
             out = _to_bool(value, self.flag)
         elif kind is int:
