@@ -40,6 +40,7 @@ from .options import Option, markdown_table
 from .request import REQUEST_OPTIONS, JobSpec
 from .result import Result
 from .train import TRAIN_OPTIONS, train
+from .worker import serve
 
 
 def _json_arg(text: str | None, what: str) -> dict:
@@ -236,7 +237,6 @@ def cmd_cache(args) -> int:
 
 def cmd_worker(args) -> int:
     """Take jobs from the queue ($VITLENS_QUEUE or the SQLite file under the cache) until SIGTERM."""
-    from .worker import serve
     return serve(args.queue, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True,
                  lanes=args.lanes)
 

@@ -246,3 +246,9 @@ def findings_table(result: Result) -> go.Figure:
     fig.update_layout(title="The paper's findings", margin=dict(l=10, r=10, t=40, b=10),
                       height=120 + 32 * len(frame))
     return fig
+
+
+def bar(result: Result, x: str, y: str, title: str = "") -> go.Figure:
+    """A bar per row of the Result's frame: column Y against column X (any analysis' simple view)."""
+    fig = go.Figure(go.Bar(x=result.frame[x].astype(str), y=result.frame[y]))
+    return _layout(fig, title or f"{y} by {x}", x, y)

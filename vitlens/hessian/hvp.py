@@ -30,10 +30,11 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call, grad, jvp, vmap
 
 from .. import distributed
 from ..errors import VitlensError
-from .loss import LossConfig, batch_loss, check_finite, iter_batches, trainable_parameters
+from .loss import LossConfig, batch_loss, check_finite, cross_entropy, iter_batches, trainable_parameters
 
 ENGINES = ("auto", "double_backward", "recompute", "forward_over_reverse")
 
@@ -149,7 +150,6 @@ class HessianOperator:
         return total
 
     def _forward_over_reverse(self, V, vs, batched: bool) -> torch.Tensor:
-        from torch.func import vmap
         keys, hvp = functional_hvp(self.model, self.params)
         total = torch.zeros_like(V)
         tangents = dict(zip(keys, vs))
@@ -191,9 +191,7 @@ class HessianOperator:
 
 def batch_loss_functional(model: nn.Module, weights: dict, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Data loss on one batch with WEIGHTS (a {name: tensor} dict) swapped in (torch.func)."""
-    from torch.func import functional_call
 
-    from .loss import cross_entropy
     return cross_entropy(functional_call(model, weights, (x,)), target)
 
 
@@ -201,7 +199,6 @@ def functional_hvp(model: nn.Module, params: Sequence[nn.Parameter]):
     """(keys, hvp): ``hvp(x, t, tangents)`` is the Hessian of the batch loss on (x, t) with respect to
     PARAMS (names KEYS), applied to TANGENTS ({name: tensor}), as ``jvp(grad(loss))`` (forward over
     reverse, torch.func): no kept graph, and it composes with vmap."""
-    from torch.func import grad, jvp
     names = {id(p): n for n, p in model.named_parameters()}
     keys = [names[id(p)] for p in params]
     primals = {k: p.detach() for k, p in zip(keys, params)}
@@ -240,7 +237,6 @@ class StackedMinibatchHessians:
                 check_finite(batch_loss(model, x, t), f" on minibatch {b}")
 
     def matmat(self, V: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        from torch.func import vmap
         tangents = {k: part.reshape(len(rows), *shape)
                     for k, part, shape in zip(self.keys, torch.split(V, self.sizes, dim=1), self.shapes)}
         hv = vmap(self._hvp)(self.X[rows], self.T[rows], tangents)

@@ -27,7 +27,9 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..data import soft_targets
 from ..errors import VitlensError
 
 
@@ -93,7 +95,6 @@ def prepare_batches(data, config: LossConfig = LossConfig(), num_classes: int | 
         if len(x) == 0:
             continue
         if soft and y.dim() == 1:
-            from ..data import soft_targets
             if not num_classes and model is not None:
                 with torch.no_grad(), hessian_mode(model):
                     num_classes = int(model(x[:1].to(next(model.parameters()).device)).shape[-1])
@@ -131,7 +132,6 @@ def check_finite(loss: torch.Tensor, where: str = "") -> None:
 @contextlib.contextmanager
 def hessian_mode(model: nn.Module, train: bool = False):
     """Model in eval (or train) mode with double-backward-safe attention; everything restored after."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     modes = {m: m.training for m in model.modules()}
     fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}

@@ -23,7 +23,7 @@ from .trace import TraceEstimate, _mean_stderr
 
 def _import():
     try:
-        from pyhessian import hessian
+        from pyhessian import hessian  # deferred and guarded: an optional reference engine
     except Exception as err:  # not installed, or broken against this torch
         raise VitlensError(f"PyHessian is not usable here ({type(err).__name__}: {err}); "
                            "pip install pyhessian, or use method=lanczos") from None
@@ -57,7 +57,7 @@ def _pyhessian(model: nn.Module, data, config: LossConfig):
 def pyhessian_top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(),
                               max_iter: int = 100, tol: float = 1e-3, seed: int = 0):
     """PyHessian's `eigenvalues(top_n=k)` (power iteration with deflation), as a `TopK`."""
-    from .spectrum import TopK
+    from .spectrum import TopK  # deferred: spectrum imports this module
     if k > sum(p.numel() for p in trainable_parameters(model)):
         raise VitlensError(f"k={k} is larger than the number of parameters")
     start = time.perf_counter()

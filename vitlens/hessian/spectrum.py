@@ -18,10 +18,13 @@ import torch.nn as nn
 
 from ..device import seconds as device_seconds, synchronize
 from ..errors import VitlensError
+from ..features import normalised_depth
+from ..models import blocks as model_blocks
 from .density import Density, slq
 from .hvp import HessianOperator, StackedMinibatchHessians
 from .lanczos import top_eigenpairs, top_eigenpairs_stacked
-from .loss import LossConfig, hessian_mode, prepare_batches, trainable_parameters
+from .loss import LossConfig, _num_classes, hessian_mode, prepare_batches, trainable_parameters
+from .pyhessian_engine import pyhessian_top_eigenvalues, pyhessian_trace
 from .trace import TraceEstimate, hutchinson, hutchpp, krylov_deflated
 
 METHODS = ("lanczos", "pyhessian")
@@ -35,7 +38,6 @@ def _device(model: nn.Module) -> torch.device:
 def hessian_operator(model: nn.Module, data, config: LossConfig = LossConfig(), params=None,
                      engine: str = "auto", num_classes: int | None = None):
     """`HessianOperator` of the loss on DATA, valid inside the block (model restored on exit)."""
-    from .loss import _num_classes
     params = list(params) if params is not None else trainable_parameters(model)
     batches = prepare_batches(data, config, num_classes or _num_classes(model), _device(model), model)
     with hessian_mode(model, config.train_mode):
@@ -74,7 +76,6 @@ def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = Los
     """
     start = time.perf_counter()
     if method == "pyhessian":
-        from .pyhessian_engine import pyhessian_top_eigenvalues
         return pyhessian_top_eigenvalues(model, data, k, config, seed=seed)
     _check_method(method)
     with hessian_operator(model, data, config, params, engine) as op:
@@ -92,7 +93,6 @@ def hessian_trace(model: nn.Module, data, estimator: str = "hutchinson", probes:
                   params=None, method: str = "lanczos") -> TraceEstimate:
     """tr(H) with a standard error: ESTIMATOR "hutchinson", "hutchpp" or "krylov" (at most PROBES products)."""
     if method == "pyhessian":
-        from .pyhessian_engine import pyhessian_trace
         return pyhessian_trace(model, data, probes, config, seed=seed)
     _check_method(method)
     with hessian_operator(model, data, config, params, engine) as op:
@@ -217,7 +217,6 @@ def _minibatch_config(config: LossConfig, b: int) -> LossConfig:
 
 def _stacked_top(model, group, k, config, tol, max_steps, seed, bound="residual") -> list[TopK]:
     """Top-K of each (index, minibatch) in GROUP by lockstep Lanczos (see max_eigenvalue_spectrum)."""
-    from .loss import _num_classes
     start = time.perf_counter()
     device, classes = _device(model), _num_classes(model)
     batches = [prepare_batches(batch, _minibatch_config(config, b), classes, device, model)[0] for b, batch in group]
@@ -254,7 +253,6 @@ def auto_together(model: nn.Module, sample_batch, device: torch.device | str | N
     cuda = device.type == "cuda"
     if config.train_mode or not (cuda if probe is None else probe):
         return 1
-    from .loss import _num_classes
     cap = max(1, int(limit)) if limit is not None else max(candidates)
     sizes = sorted({max(1, min(int(n), cap)) for n in candidates} | {1})
     batch = prepare_batches(sample_batch, config, _num_classes(model), device, model)[0]
@@ -309,10 +307,8 @@ def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), p
                     progress=None) -> list[dict]:
     """Per block (see `vitlens.blocks`): top eigenvalue (by magnitude) and trace of the Hessian
     restricted to that block's parameters (the diagonal block H_bb, other weights held fixed)."""
-    from ..models import blocks as model_blocks
     parts = model_blocks(model)
     trainable_parameters(model)  # raises when nothing is trainable
-    from ..features import normalised_depth
     depths = normalised_depth(parts)  # the same depth axis as the feature analyses
     rows = []
     for i, block in enumerate(parts):

@@ -47,6 +47,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import VitlensError
+from ..hessian.hvp import HessianOperator
+from ..hessian.lanczos import top_eigenpairs
+from ..hessian.loss import LossConfig, hessian_mode, trainable_parameters
 from ..models import read_state_dict
 
 Direction = dict  # {parameter name: tensor}
@@ -179,15 +182,8 @@ def hessian_directions(model: nn.Module, batches: Iterable, count: int = 2, weig
 
     Uses ``vitlens.hessian`` (Lanczos on Hessian-vector products of its loss: cross-entropy +
     (weight_decay / 2) ||w||^2, eval mode); BATCHES are (x, target) pairs. Returns (directions,
-    eigenvalues). Raises a VitlensError if ``vitlens.hessian`` is not available.
+    eigenvalues).
     """
-    try:  # deferred and guarded: without vitlens.hessian only this direction kind is lost
-        from ..hessian.hvp import HessianOperator
-        from ..hessian.lanczos import top_eigenpairs
-        from ..hessian.loss import LossConfig, hessian_mode, trainable_parameters
-    except ImportError as err:
-        raise VitlensError(f"Hessian directions need vitlens.hessian, which is not available here ({err}); "
-                           "use --directions random") from None
     params = trainable_parameters(model)
     names = {id(p): n for n, p in model.named_parameters()}
     with hessian_mode(model, train=False):

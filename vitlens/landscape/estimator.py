@@ -35,6 +35,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+from torch.func import functional_call, vmap
 
 from ..device import seconds
 from ..errors import VitlensError
@@ -154,7 +155,6 @@ class PointEvaluator:
 
     def _stacked_sums(self, points: list[tuple], batches) -> list[tuple]:
         """Per point of POINTS over BATCHES: (NLL sum, correct count, samples, all finite, L2)."""
-        from torch.func import functional_call, vmap
         self.offsets.restore()  # w0 in the model; the moved parameters come stacked instead
         moved = self.offsets.stacked(points)
         fixed = {n: p for n, p in self.model.named_parameters() if n not in moved}

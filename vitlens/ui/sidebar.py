@@ -16,7 +16,7 @@ from ..models.registry import check_model_args
 from ..options import Option
 from ..paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
 from ..request import JobSpec, request_option
-from .state import NAMES_KEY, PAGE_KEY, TRUSTED_KEY, _sync_url, value, widget
+from .state import NAMES_KEY, PAGE_KEY, TRUSTED_KEY, _sync_url, show_link_errors, value, widget
 from .uploads import UPLOADS, save_upload, upload_folder
 
 DATASETS = [*DATASET_NAMES, "folder"]
@@ -46,6 +46,7 @@ def options(spec: JobSpec | None, names: list[str] | None = None, labels: dict |
             continue
         values[opt.name] = shown[opt.name] = _option_widget(opt, labels.get(opt.name), widget_args.get(opt.name, {}))
     _sync_url()
+    show_link_errors()
     if spec is not None:
         spec.params = shown
     return shown
@@ -92,8 +93,11 @@ def _field(name: str, label: str, **kwargs) -> Any:
     common = dict(parse=opt.parse, help=f"{opt.help} ({opt.describe()})")
     sb = st.sidebar
     if "options" in kwargs or opt.choices:
-        kwargs.setdefault("options", list(opt.choices))
-        return widget(name, opt.default, sb.selectbox, label, **common, **kwargs)
+        choices = list(kwargs.pop("options", opt.choices))
+        current = value(name, opt.default, parse=opt.parse)
+        if current not in choices:  # a valid value the list does not offer (device cuda:1): keep it
+            choices.append(current)
+        return widget(name, opt.default, sb.selectbox, label, options=choices, **common, **kwargs)
     if opt.type is int:
         bounds = {k: int(v) for k, v in (("min_value", opt.low), ("max_value", opt.high)) if v is not None}
 
@@ -155,6 +159,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
                   seed=_field("seed", "Seed"), batch_size=_field("batch_size", "Batch size"),
                   device=_field("device", "Device", options=DEVICES))
     _sync_url(clean=False)
+    show_link_errors()
     sb.header("Analysis")
     try:
         args = check_model_args(request_option("model_args").parse(model_args))

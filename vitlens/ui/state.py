@@ -28,6 +28,7 @@ SHARED_FIELDS = [*REQUEST_FIELDS[:4], "folder", *REQUEST_FIELDS[4:]]
 PAGE_KEY = "vl__page"          # the page this session ran last
 TRUSTED_KEY = "vl__url_page"   # the page the URL's own values belong to (a deep link's page)
 NAMES_KEY = "vl__names"        # the page values drawn in this run (they go to the URL)
+LINK_ERRORS_KEY = "vl__link_errors"  # the link's values the declarations refused (shown once)
 
 
 def _scope() -> str:
@@ -58,9 +59,24 @@ def value(name: str, default: Any, scoped: bool = False, parse: Callable[[Any], 
             raw = None  # left over from another page: not this page's value
         try:
             st.session_state[store] = default if raw is None else (parse or (lambda v: _cast(v, default)))(raw)
-        except (TypeError, ValueError, OverflowError, VitlensError):
+        except VitlensError as err:  # refused by the declaration: the CLI's line, shown once
+            st.session_state[store] = default
+            st.session_state.setdefault(LINK_ERRORS_KEY, []).append(f"{str(err).splitlines()[0]}; using the default")
+        except (TypeError, ValueError, OverflowError):
             st.session_state[store] = default
     return st.session_state[store]
+
+
+def plain(text: str) -> str:
+    """TEXT with Markdown's special characters escaped: a user's value shows as typed, never as a
+    link, an image or HTML."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$" else c for c in str(text))
+
+
+def show_link_errors() -> None:
+    """One warning line per link value the declarations refused (then forgotten)."""
+    for line in st.session_state.pop(LINK_ERRORS_KEY, []):
+        st.sidebar.warning(f"Link: {plain(line)}")
 
 
 def _set(store: str, key: str) -> None:
