@@ -342,7 +342,7 @@ def test_noise_eps_zero_changes_nothing_and_high_eps_hurts():
                    "convention": "standard"}).frame
     assert (frame.accuracy_change == 0).all() and (frame.nll_change == 0).all()
     assert (frame.accuracy == 1.0).all()
-    clean, noisy = noise_scores(model, make_loader(dataset, 12), [0.0, math.pi], 0.1 * math.pi, 5.0, seed=3)
+    clean, noisy = noise_scores(model, make_loader(dataset, 12), [0.0, math.pi], band_width=0.1 * math.pi, eps=5.0, seed=3)
     assert clean.accuracy == 1.0 and min(s.accuracy for s in noisy) < 1.0
     with pytest.raises(VitlensError, match=r"\[0, 1\]"):
         noise(_context(model, dataset, "noise"), {"frequencies": [1.5], "width": 0.1, "eps": 0.1, "norm": "l2",

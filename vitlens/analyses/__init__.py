@@ -120,7 +120,8 @@ def register_analysis(name: str, description: str, options: Sequence[Option] = (
         raise ValueError(f"{name}: lane must be one of {LANES}, got {lane!r}")
 
     def wrap(fn):
-        analysis = Analysis(name, fn, description, tuple(options), conventions, lane, shards, page, tuple(figures))
+        analysis = Analysis(name, fn, description, options=tuple(options), conventions=conventions, lane=lane,
+                            shards=shards, page=page, figures=tuple(figures))
         unknown = set(analysis.shown) - set(names)
         unknown |= {k for f in figures for k in f.when} - set(names)
         if unknown:

@@ -107,7 +107,7 @@ def _noise_fn(convention: str, band_width: float, half_width: float, eps: float,
 
 
 @torch.no_grad()
-def noise_scores(model: torch.nn.Module, loader: Iterable, frequencies: Sequence[float], band_width: float,
+def noise_scores(model: torch.nn.Module, loader: Iterable, frequencies: Sequence[float], *, band_width: float,
                  eps: float, seed: int = 0, device: torch.device | str = "cpu", norm: str = "l2",
                  progress=None, convention: str = "standard", half_width: float = 0.2) -> tuple[Scores, list[Scores]]:
     """(clean scores, [scores with band noise at each frequency]); frequencies and widths in radians."""
@@ -181,9 +181,9 @@ def noise(ctx: Context, params: dict) -> Result:
             band_mask(x0.shape[-2], x0.shape[-1], p * math.pi, band_width, norm)
     loader = ctx.loader()
     progress = ctx.progress(len(loader), "noise")
-    clean, noisy = noise_scores(ctx.model, loader, [p * math.pi for p in points], band_width, eps,
-                                ctx.spec.seed, ctx.device, norm, progress, convention=convention,
-                                half_width=half_width)
+    clean, noisy = noise_scores(ctx.model, loader, [p * math.pi for p in points], band_width=band_width, eps=eps,
+                                seed=ctx.spec.seed, device=ctx.device, norm=norm, progress=progress,
+                                convention=convention, half_width=half_width)
     rows = [dict(frequency=p * math.pi, frequency_pi=p, convention=convention,
                  width_pi=params["width"] if convention == "standard" else 2 * half_width / math.pi, eps=eps,
                  norm=norm if convention == "standard" else "paper_square",

@@ -41,7 +41,7 @@ class Density:
         return mean, math.sqrt(var / len(values))
 
 
-def slq(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, runs: int = 5, steps: int = 80,
+def slq(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, runs: int = 5, steps: int = 80,
         points: int = 1000, sigma: float | None = None, sigma_fraction: float = 0.01,
         generator: torch.Generator | None = None, dtype=torch.float32, device="cpu") -> Density:
     """SLQ density with RUNS Rademacher starts of STEPS Lanczos steps each, broadened by SIGMA.

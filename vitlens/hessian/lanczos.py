@@ -171,7 +171,7 @@ def _select(tri: Tridiagonal, k: int, bound: str = "residual"):
     return theta[order], S[:, order], residual_all[order].tolist(), bounds
 
 
-def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int = 5, tol: float = 1e-2,
+def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, k: int = 5, tol: float = 1e-2,
                    max_steps: int = 100, generator: torch.Generator | None = None,
                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                    bound: str = "residual") -> Eigenpairs:

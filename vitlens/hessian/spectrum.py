@@ -81,8 +81,8 @@ def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = Los
     with hessian_operator(model, data, config, params, engine) as op:
         if k > op.dim:
             raise VitlensError(f"k={k} is larger than the number of parameters ({op.dim})")
-        pairs = top_eigenpairs(op.matvec, op.dim, k, tol, max_steps, _generator(seed), op.dtype, op.device,
-                               bound=bound)
+        pairs = top_eigenpairs(op.matvec, op.dim, k=k, tol=tol, max_steps=max_steps, generator=_generator(seed),
+                               dtype=op.dtype, device=op.device, bound=bound)
         vectors = [[t.detach().clone() for t in op.unflatten(v)] for v in pairs.eigenvectors]
     return TopK(pairs.eigenvalues, vectors, pairs.residuals, pairs.hvps, time.perf_counter() - start,
                 converged=pairs.converged, bounds=pairs.bounds)
@@ -116,8 +116,8 @@ def eigenvalue_density(model: nn.Module, data, runs: int = 5, steps: int = 80, p
                            "(vitlens' own SLQ)")
     _check_method(method)
     with hessian_operator(model, data, config, params, engine) as op:
-        return slq(op.matvec, op.dim, runs, steps, points, sigma, sigma_fraction, _generator(seed), op.dtype,
-                   op.device)
+        return slq(op.matvec, op.dim, runs=runs, steps=steps, points=points, sigma=sigma,
+                   sigma_fraction=sigma_fraction, generator=_generator(seed), dtype=op.dtype, device=op.device)
 
 
 def _check_method(method: str) -> None:
@@ -318,8 +318,8 @@ def block_curvature(model: nn.Module, data, config: LossConfig = LossConfig(), p
                    top_eigenvalue=math.nan, trace=math.nan, trace_stderr=math.nan, hvps=0)
         if params:
             with hessian_operator(model, data, config, params, engine) as op:
-                pairs = top_eigenpairs(op.matvec, op.dim, 1, tol, max_steps, _generator(seed + i), op.dtype,
-                                       op.device)
+                pairs = top_eigenpairs(op.matvec, op.dim, k=1, tol=tol, max_steps=max_steps,
+                                       generator=_generator(seed + i), dtype=op.dtype, device=op.device)
                 trace = hutchinson(op.matvec, op.dim, max_probes=max(probes, 2), generator=_generator(seed + i),
                                    dtype=op.dtype, device=op.device)
                 row.update(top_eigenvalue=pairs.eigenvalues[0], trace=trace.estimate, trace_stderr=trace.stderr,

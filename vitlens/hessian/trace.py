@@ -72,7 +72,8 @@ def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, max_pro
         raise VitlensError(f"the trace needs at least 2 probes for a standard error, got {max_probes}")
     generator = generator or torch.Generator().manual_seed(0)
     nothing = torch.zeros(0, dim, dtype=dtype, device=device)  # no deflation: plain Hutchinson
-    return _deflated("hutchinson", matvec, nothing, 0.0, 0, max_probes, rtol, atol, min_probes, generator)
+    return _deflated("hutchinson", matvec, Q=nothing, exact=0.0, hvps=0, max_probes=max_probes, rtol=rtol, atol=atol,
+                     min_probes=min_probes, generator=generator)
 
 
 def hutchpp(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, max_probes: int = 100,
@@ -93,7 +94,8 @@ def hutchpp(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, max_probes
     S = _rademacher(dim, generator, dtype, device, count=s)
     Q = torch.linalg.qr(matmat(S).T.to(torch.float64)).Q.T.to(dtype)  # (s, dim) orthonormal rows: range(H S)
     exact = torch.sum(Q * matmat(Q)).item()  # tr(Q^T H Q)
-    return _deflated("hutchpp", matvec, Q, exact, 2 * s, max_probes, rtol, atol, min_probes, generator)
+    return _deflated("hutchpp", matvec, Q=Q, exact=exact, hvps=2 * s, max_probes=max_probes, rtol=rtol, atol=atol,
+                     min_probes=min_probes, generator=generator)
 
 
 def krylov_deflated(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, max_probes: int = 100,
@@ -110,10 +112,11 @@ def krylov_deflated(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, ma
     s = int(sketch) if sketch is not None else max(1, int(max_probes) // 3)
     tri = lanczos(matvec, _rademacher(dim, generator, dtype, device), min(s, dim))
     exact = float(sum(tri.alpha))  # tr(Q^T H Q): alpha_j = q_j^T H q_j
-    return _deflated("krylov", matvec, tri.basis, exact, tri.hvps, max_probes, rtol, atol, min_probes, generator)
+    return _deflated("krylov", matvec, Q=tri.basis, exact=exact, hvps=tri.hvps, max_probes=max_probes, rtol=rtol,
+                     atol=atol, min_probes=min_probes, generator=generator)
 
 
-def _deflated(name: str, matvec, Q: torch.Tensor, exact: float, hvps: int, max_probes: int, rtol: float,
+def _deflated(name: str, matvec, *, Q: torch.Tensor, exact: float, hvps: int, max_probes: int, rtol: float,
               atol: float, min_probes: int, generator: torch.Generator) -> TraceEstimate:
     """EXACT = tr(Q^T H Q) (HVPS products spent) + Hutchinson on probes projected off Q's rows."""
     dim = Q.shape[1]

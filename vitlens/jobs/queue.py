@@ -58,8 +58,9 @@ def is_redis(location: str) -> bool:
 
 def encode(args: list, priority: int) -> bytes:
     """A message as JSON in huey's message layout."""
-    message = Message(uuid.uuid4().hex, TASK_NAME, None, 0, 0, priority, list(args), {}, None, None, None, None,
-                      None, None, None)
+    message = Message(id=uuid.uuid4().hex, name=TASK_NAME, eta=None, retries=0, retry_delay=0, priority=priority,
+                      args=list(args), kwargs={}, on_complete=None, on_error=None, expires=None,
+                      expires_resolved=None, timeout=None, chord_config=None, retry_backoff=None)
     return json.dumps(message._asdict()).encode()
 
 
