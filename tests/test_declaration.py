@@ -269,3 +269,25 @@ def test_json_round_trip_of_a_request():
     assert JobSpec.from_json(spec.to_json()) == spec
     with pytest.raises(VitlensError):
         JobSpec.from_json(json.dumps({"analysis": "x", "evil": 1}))
+
+
+def test_a_page_computes_the_request_id_once_per_run(tmp_path, monkeypatch):
+    """The request id stats every weight file and walks a folder data set: once per run of a page
+    (it was computed three times in the UI and twice more in the engine)."""
+    from streamlit.testing.v1 import AppTest
+
+    from vitlens.engine import request_id
+    from vitlens.ui import jobview
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def counted(spec):
+        calls.append(spec.analysis)
+        return request_id(spec)
+    monkeypatch.setattr(jobview, "request_id", counted)
+    at = AppTest.from_file(str(ROOT / "pages" / "4_Feature_variance.py"), default_timeout=60)
+    at.run()  # nothing cached: the page looks in the cache, finds no job, submits one
+    assert not at.exception, [e.value for e in at.exception]
+    assert calls == ["variance"]
+    at.run()
+    assert calls == ["variance"] * 2

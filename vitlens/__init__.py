@@ -3,6 +3,7 @@
     import vitlens
     model = vitlens.load_model("demo_vit", pretrained=True)
     for block in vitlens.blocks(model): print(block.name, block.kind, block.stage)
+    result = vitlens.run("fourier", model="demo_vit", samples=256)   # see vitlens.api
 """
 __version__ = "0.1.0"
 
@@ -10,7 +11,8 @@ from .errors import VitlensError
 from .models import (Block, blocks, check_blocks, describe_blocks, feature_map, list_models, load_checkpoint,
                      load_model, read_checkpoint_metadata, run_blocks, save_checkpoint)
 from .result import Result
+from .api import compare, reference, run  # noqa: E402  (the notebook API: vitlens.run("fourier", ...))
 
 __all__ = ["__version__", "VitlensError", "Block", "blocks", "check_blocks", "describe_blocks", "feature_map",
            "list_models", "load_checkpoint", "load_model", "read_checkpoint_metadata", "run_blocks",
-           "save_checkpoint", "Result"]
+           "save_checkpoint", "Result", "compare", "reference", "run"]

@@ -179,8 +179,10 @@ def line(frame: pd.DataFrame, x: str, y: str, title: str, error: str | None = No
     return _layout(fig, title, x, y)
 
 
-def surface(result: Result, value: str = "loss", log_scale: bool = False, kind: str = "surface") -> go.Figure:
-    """2D loss landscape as a 3D surface or a contour; non-finite points are gaps."""
+def surface(result: Result, value: str = "loss", log_scale: bool = False, kind: str = "surface",
+            zrange: tuple[float, float] | None = None, title: str | None = None) -> go.Figure:
+    """2D loss landscape as a 3D surface or a contour; non-finite points are gaps. ZRANGE fixes the
+    colour scale (and the z axis), so two landscapes side by side share it."""
     frame = result.frame
     xs = np.sort(frame["x"].unique())
     ys = np.sort(frame["y"].unique())
@@ -192,14 +194,40 @@ def surface(result: Result, value: str = "loss", log_scale: bool = False, kind: 
     if log_scale:
         z = np.log10(np.where(z > 0, z, np.nan))
     label = f"log10 {value}" if log_scale else value
+    scale = {} if zrange is None else dict(cmin=zrange[0], cmax=zrange[1])
+    title = title or f"Loss landscape ({label})"
     if kind == "contour":
+        contour = {} if zrange is None else dict(zmin=zrange[0], zmax=zrange[1])
         fig = go.Figure(go.Contour(x=xs, y=ys, z=z, colorscale="Viridis", colorbar=dict(title=label),
-                                   contours=dict(showlabels=True)))
-        return _layout(fig, f"Loss landscape ({label})", "direction 1", "direction 2")
-    fig = go.Figure(go.Surface(x=xs, y=ys, z=z, colorscale="Viridis", colorbar=dict(title=label)))
-    fig.update_layout(scene=dict(xaxis_title="direction 1", yaxis_title="direction 2", zaxis_title=label),
-                      title=f"Loss landscape ({label})", margin=dict(l=0, r=0, t=40, b=0))
+                                   contours=dict(showlabels=True), **contour))
+        return _layout(fig, title, "direction 1", "direction 2")
+    fig = go.Figure(go.Surface(x=xs, y=ys, z=z, colorscale="Viridis", colorbar=dict(title=label), **scale))
+    zaxis = dict(title=label) if zrange is None else dict(title=label, range=list(zrange))
+    fig.update_layout(scene=dict(xaxis_title="direction 1", yaxis_title="direction 2", zaxis=zaxis),
+                      title=title, margin=dict(l=0, r=0, t=40, b=0))
     return fig
+
+
+def value_range(results: list[Result], value: str = "loss", log_scale: bool = False) -> tuple[float, float]:
+    """The finite range of VALUE over several landscapes (one colour scale for all of them)."""
+    values = np.concatenate([finite(r.frame[value]) for r in results])
+    if log_scale:
+        values = np.log10(np.where(values > 0, values, np.nan))
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+
+
+def spectrum_overlay(results: list[Result], labels: list[str], bins: int = 60) -> go.Figure:
+    """Several max-eigenvalue spectra on one axis (NEP/APE in the legend)."""
+    fig = go.Figure()
+    for result, label in zip(results, labels):
+        summary = result.meta.get("summary", {})
+        name = f"{label} (NEP {float(summary.get('nep', math.nan)):.3f}, APE {float(summary.get('ape', math.nan)):.3g})"
+        fig.add_trace(go.Histogram(x=finite(result.frame["eigenvalue"]), nbinsx=bins, histnorm="probability density",
+                                   name=name, opacity=0.55))
+    fig.update_layout(barmode="overlay")
+    fig.add_vline(x=0, line_dash="dash", line_color="grey")
+    return _layout(fig, "Hessian max-eigenvalue spectra", "eigenvalue", "density")
 
 
 def path_curve(result: Result, value: str = "loss") -> go.Figure:

@@ -59,6 +59,19 @@ class Result:
         drawn = self.figures()
         return drawn[0] if drawn else None
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        """Jupyter shows a Result as its main figure (interactive, offline)."""
+        from .figures import mimebundle  # deferred: as in figures()
+        figure = self.figure()
+        bundle = {} if figure is None else mimebundle(figure)
+        return dict(bundle, **{"text/plain": repr(self)})
+
+    def __repr__(self) -> str:
+        spec = self.meta.get("spec") or {}
+        what = self.meta.get("analysis", "?")
+        of = f" of {spec['model']} on {spec.get('dataset')}" if spec.get("model") else ""
+        return f"<vitlens Result {what}{of}: {len(self.frame)} rows x {len(self.frame.columns)} columns>"
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Result":
         if not blob.startswith(_MAGIC):
