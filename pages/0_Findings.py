@@ -1,7 +1,6 @@
 """The paper's findings, checked on the selected models: a verdict, its numbers and a link per claim."""
 import json
 
-import pandas as pd
 import streamlit as st
 
 from vitlens import ui
@@ -33,9 +32,11 @@ def draw(result):
             for r in rows.to_dict("records"):
                 links = json.loads(r["links"]) if r["links"] else []
                 refs = " · ".join(f"[view {k + 1}]({u})" for k, u in enumerate(links))
-                st.markdown(f"**{r['model']}** — {VERDICT_MARK.get(r['verdict'], r['verdict'])}: {r['reason']} "
-                            f"({r['values']}; {r['figure']}) {refs}")
+                st.markdown(f"**{ui.plain(r['model'])}** — {VERDICT_MARK.get(r['verdict'], r['verdict'])}: "
+                            f"{ui.plain(r['reason'])} ({ui.plain(r['values'])}; {r['figure']}) {refs}")
     ui.download(result, "findings")
 
 
 ui.show(spec, draw)
+if spec is not None:
+    ui.report_buttons(spec)  # the models above as one HTML file (and W&B)

@@ -3,10 +3,10 @@ import time
 from dataclasses import replace
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from vitlens import plots, ui
+from vitlens.figures import compare
 
 ui.page("Compare models",
         "The same analysis for several models on one normalised-depth axis (e.g. ResNet vs ViT vs AlterNet), "
@@ -50,22 +50,10 @@ if base is not None and models:
             st.download_button("Download CSV", pd.DataFrame(points).to_csv(index=False).encode(),
                                file_name="error_vs_nll.csv")
     else:
-        fig = go.Figure()
-        frames = []
-        for m in models:
-            result = fetch(replace(base, model=m, analysis=view, params={}))
-            if result is None:
-                continue
-            if view == "variance":
-                plots.variance_curve(result, fig, label=m)
-            elif view == "fourier":
-                plots.fourier_high_frequency(result, fig, label=m)
-            else:
-                plots.noise_curve(result, fig, label=m)
-            frames.append(result.frame.assign(model=m))
-        if frames:
-            if view == "variance":
-                fig.update_yaxes(type="log")
+        got = [(m, r) for m in models if (r := fetch(replace(base, model=m, analysis=view, params={}))) is not None]
+        frames = [r.frame.assign(model=m) for m, r in got]
+        if got:
+            fig = compare([r for _, r in got], view, [m for m, _ in got])  # as vitlens.compare draws it
             st.plotly_chart(fig, width="stretch")
             st.caption("Curves share the normalised-depth axis (stem 0, last body block 1). Shading shows the "
                        "block kinds of each model (blue MSA, grey pooling).")

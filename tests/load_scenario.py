@@ -99,7 +99,7 @@ async def _flood(browser, url: str, heavy: int) -> tuple:
     page = await context.new_page()
     await page.goto(f"{url}/{HEAVY_LINK.format(seed=1)}", timeout=120000)
     await page.locator('[data-testid="stProgress"]').first.wait_for(timeout=120000)
-    seed = page.get_by_label("Seed")
+    seed = page.get_by_role("spinbutton", name="Seed")  # the field has a help button too
     refusals = []
     for n in range(2, heavy + 1):
         await seed.fill(str(n))

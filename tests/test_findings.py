@@ -1,6 +1,5 @@
 """The findings scoreboard: each rule on constructed cases with a known answer, the README table of the
 shipped demos recomputed from their Results, and the Findings page."""
-import json
 import re
 import time
 from pathlib import Path

@@ -8,6 +8,7 @@ Files: `.html` is self-contained (Plotly's JavaScript inlined, opens offline); `
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -79,6 +80,17 @@ def compare(results: list[Result], view: str | None = None, labels: list[str] | 
     return fig
 
 
+def static_export_browser() -> str | None:
+    """The Chromium kaleido will drive (BROWSER_PATH, else the first one on PATH or in the usual
+    places), or None."""
+    try:
+        from choreographer.browsers.chromium import Chromium  # deferred: kaleido's dependency, static formats only
+    except ImportError:
+        return None
+    found = Chromium.find_browser(skip_local=False)
+    return found if found and os.path.exists(found) else None
+
+
 _PLOTLYJS_SENT = False  # this kernel has shown one figure with plotly.js inlined
 
 
@@ -100,13 +112,18 @@ def save(fig: go.Figure, path: str | Path) -> Path:
     if suffix == ".html":
         fig.write_html(path, include_plotlyjs=True, full_html=True)
         return path
+    browser = static_export_browser()
+    if browser is None:
+        raise VitlensError(f"{suffix} figures need a Chromium for kaleido and none was found (BROWSER_PATH or "
+                           "PATH); install one (Debian: apt-get install chromium) or write .html")
     try:
         data = fig.to_image(format=suffix[1:])
-    except Exception as err:  # kaleido without a browser, or a browser that cannot start
-        text = f"{type(err).__name__}: {err}".splitlines()[0][:200]
-        if "chrome" in text.lower() or "browser" in text.lower():
-            raise VitlensError(f"{suffix} figures need a Chromium for kaleido and none was found or it did not "
-                               f"start ({text}); install one (Debian: apt-get install chromium) or write .html") from None
-        raise VitlensError(f"cannot draw {path.name}: {text}; .html always works") from None
+    except Exception as err:  # a browser that cannot start, or kaleido missing
+        chain, text = err, ""
+        while chain is not None and not text:
+            text, chain = str(chain).strip(), chain.__cause__ or chain.__context__
+        reason = f"{type(err).__name__}: {text or 'no message'}".splitlines()[0][:200]
+        raise VitlensError(f"cannot draw {path.name} with the browser {browser} ({reason}); .html always "
+                           "works") from None
     path.write_bytes(data)
     return path

@@ -48,7 +48,7 @@ def list_references() -> list[Reference]:
 def read_paper_csv(file: str) -> pd.DataFrame:
     """One of the shipped CSVs with the authors' column names, values as in the file."""
     with resources.files("vitlens").joinpath("assets", "paper", file).open("r") as handle:
-        return pd.read_csv(handle, names=PAPER_COLUMNS, header=None, float_precision="round_trip")
+        return pd.read_csv(handle, names=PAPER_COLUMNS, header=None)
 
 
 def reference(name: str) -> Result:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..context import Context
 from ..options import Option
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, register_analysis
 
 
 class Scores:

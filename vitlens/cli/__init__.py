@@ -26,8 +26,7 @@ from .. import __version__
 from ..analyses import list_analyses
 from ..errors import VitlensError
 from ..train import TRAIN_OPTIONS
-from .args import (OPTION_DEST, PARAMS, Parser, _add_analysis_options, _add_request_args, _typed,  # noqa: F401
-                   spec_from_args)
+from .args import PARAMS, Parser, _add_analysis_options, _add_request_args, _typed, spec_from_args
 from .commands import (cmd_analyses, cmd_blocks, cmd_cache, cmd_check_device, cmd_datasets, cmd_models, cmd_run,
                        cmd_train, cmd_worker)
 from .exports import add_export_commands, add_output_args

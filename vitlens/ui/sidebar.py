@@ -81,10 +81,6 @@ def _scope_analysis() -> str:
     return st.session_state.get("vl__analysis", "")
 
 
-def _scope_analysis() -> str:
-    return st.session_state.get("vl__analysis", "")
-
-
 def _field(name: str, label: str, **kwargs) -> Any:
     """The widget of the request field NAME: its default, bounds, choices, help and URL parsing
     come from the field's declaration (`vitlens.request.REQUEST_OPTIONS`). A link's value the

@@ -128,7 +128,7 @@ def _page_value_names() -> set[str]:
     return names | set(PAGE_CONTROLS)
 
 
-PAGE_CONTROLS = ("plot", "value", "log_scale", "compare", "view")  # view controls pages draw themselves
+PAGE_CONTROLS = ("plot", "value", "log_scale", "compare", "view", "paper")  # view controls pages draw themselves
 
 
 def control(name: str, default: Any, render: Callable | None = None, label: str | None = None, **kwargs) -> Any:
