@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from vitlens import VitlensError
-from vitlens.engine import Context, JobSpec
+from vitlens.context import Context
+from vitlens.request import JobSpec
 from vitlens.analyses.cka import (CKAReducer, cka, cka_from_hsic, gram, hsic_matrix, linear_cka, minibatch_cka,
                                   unbiased_hsic)
 from vitlens.analyses.fourier import FourierReducer, fourier, fourier_frame, half_diagonal, high_frequency

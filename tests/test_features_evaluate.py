@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitlens.engine import Context, JobSpec
+from vitlens.context import Context
+from vitlens.request import JobSpec
 from vitlens.analyses.evaluate import Scores, calibration_bins, evaluate, expected_calibration_error
 from vitlens.data import load_data
 from vitlens.models import load_model

@@ -16,7 +16,8 @@ from vitlens import links
 from vitlens.analyses import findings
 from vitlens.readme import findings_table
 from vitlens.analyses import get_analysis, list_analyses
-from vitlens.engine import Context, JobSpec, request_id
+from vitlens.context import Context
+from vitlens.engine import JobSpec, request_id
 from vitlens.progress import Progress
 from vitlens.result import Result
 

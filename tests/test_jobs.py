@@ -153,10 +153,10 @@ def test_worker_runs_sharded_analyses_with_torchrun(tmp_path, monkeypatch):
 def test_torchrun_arguments_give_back_the_spec(samples):
     """The worker's torchrun command parses back to the same JobSpec, 'all samples' (None) included."""
     from vitlens.cli import build_parser, spec_from_args
-    from vitlens.request import request_arguments as run_arguments
+    from vitlens.request import request_arguments
     request = spec(analysis="hessian", samples=samples, params={"what": "spectrum", "top_k": 2, "tol": 1e-3})
     request = JobSpec(**{**request.to_dict(), "checkpoint": "runs/x/epoch_001.safetensors"})
-    assert spec_from_args(build_parser().parse_args(run_arguments(request))) == request
+    assert spec_from_args(build_parser().parse_args(request_arguments(request))) == request
 
 
 def test_samples_all_and_bad_counts_on_the_command_line(capsys):

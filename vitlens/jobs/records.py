@@ -43,10 +43,10 @@ def stale_after() -> float:
 
 
 class Records:
-    """JSON records in huey's key-value storage (never pickles)."""
+    """JSON records in the queue store's key-value storage (never pickles)."""
 
-    def __init__(self, huey):
-        self.storage = huey.storage
+    def __init__(self, queue: Queue):
+        self.storage = queue.storage
 
     def put(self, kind: str, name: str, record) -> None:
         self.storage.put_data(f"{PREFIX}{kind}:{name}", json.dumps(record).encode())
