@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from vitlens import plots, ui
+from vitlens.analyses.findings import parse_models
+from vitlens.errors import VitlensError
 from vitlens.figures import compare
 
 ui.page("Compare models",
@@ -15,7 +17,11 @@ base = ui.sidebar("")
 picked = ui.control("compare", "demo_resnet,demo_vit,demo_alternet", label="models (comma-separated specs)")
 view = ui.control("view", "variance", st.sidebar.selectbox, "view",
                   options=["variance", "fourier", "noise", "error_vs_nll"])
-models = [m.strip() for m in picked.split(",") if m.strip()]
+try:
+    models = parse_models(picked, "models")  # each a valid spec, none twice, at most VITLENS_MAX_MODELS
+except VitlensError as err:
+    st.error(ui.plain(str(err)))
+    models = []
 pending = []
 
 
@@ -25,12 +31,12 @@ def fetch(spec):
     if result is not None:
         return result
     if job is not None and job.state == "failed":
-        st.error(f"{spec.model}: {job.error}")
+        st.error(ui.plain(f"{spec.model}: {job.error}"))
     elif job is not None and job.active:
-        st.info(f"{spec.model}: {job.state} {job.fraction:.0%}")
+        st.info(ui.plain(f"{spec.model}: {job.state} {job.fraction:.0%}"))
         pending.append(job)
     else:
-        st.info(f"{spec.model}: not computed yet (open its page and press Run)")
+        st.info(ui.plain(f"{spec.model}: not computed yet (open its page and press Run)"))
     return None
 
 

@@ -32,6 +32,7 @@ from .errors import VitlensError
 from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
 from .models.registry import check_model_args, list_models
+from .models.sizing import size_model
 from .progress import Progress, ProgressCallback, cli_progress
 from .request import JobSpec
 from .result import Result
@@ -39,15 +40,16 @@ from .result import Result
 __all__ = ["Context", "JobSpec", "build_model", "cached_result", "request_id", "run"]
 
 
-def build_model(spec: JobSpec) -> nn.Module:
+def build_model(spec: JobSpec, allow_nonfinite: bool = False) -> nn.Module:
     """The model a JobSpec names, with its checkpoint loaded (demo models: shipped weights)."""
     args = check_model_args(spec.model_args)
+    size_model(spec.model, args)  # bounds, then a build on the meta device: one line before any memory is used
     shipped = {e.name for e in list_models() if e.pretrained is not None}
     if spec.checkpoint is None and spec.model in shipped and "pretrained" not in args:
         args["pretrained"] = True  # demo models default to their trained weights
     model = load_model(spec.model, **args)
     if spec.checkpoint:
-        load_checkpoint(model, spec.checkpoint)
+        load_checkpoint(model, spec.checkpoint, allow_nonfinite=allow_nonfinite)
     return model
 
 
@@ -64,6 +66,14 @@ def check_fits(model: nn.Module, dataset, spec: JobSpec) -> None:
     if outputs and labels and labels > outputs:
         raise VitlensError(f"{spec.dataset} has labels up to {labels - 1} but {spec.model} has {outputs} classes; "
                            f"pass --model-args '{{\"num_classes\": {labels}}}'")
+    if hasattr(first, "shape"):  # one image through the model: any other mismatch is one line, not a traceback
+        shape = "x".join(map(str, first.shape))
+        try:
+            with torch.no_grad():
+                model.eval()(first.unsqueeze(0).to(next(model.parameters(), first).device))
+        except (RuntimeError, ValueError, AssertionError, IndexError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise VitlensError(f"{spec.model} cannot take {spec.dataset}'s {shape} images: {reason}") from None
 
 
 def resolve_params(analysis: Analysis, params: dict) -> dict:
@@ -160,8 +170,10 @@ class CachedPartials:
 
 
 def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
-        verbose: bool = False, cache=None) -> tuple[Result, bool]:
-    """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache)."""
+        verbose: bool = False, cache=None, allow_nonfinite: bool = False) -> tuple[Result, bool]:
+    """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache).
+    ALLOW_NONFINITE: load weights and data with NaN/Inf values instead of refusing them (it changes no
+    number, so it is not part of the cache key)."""
     analysis = get_analysis(spec.analysis)
     params = resolve_params(analysis, spec.params)
     device = resolve_device(spec.device)
@@ -170,7 +182,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
         known = cached_result(spec, cache, request)  # asked before: no need to build and fingerprint the model
         if known is not None:
             return known, True
-    model = build_model(spec)
+    model = build_model(spec, allow_nonfinite)
     fingerprint = model_fingerprint(model)
     key = recipe_key(fingerprint, spec, spec.analysis, params)
     opened: list[ResultCache] = []
@@ -188,7 +200,8 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
 
     def compute() -> Result:
         start = time.perf_counter()
-        dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=model)
+        dataset = load_data(spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed, model=model,
+                            allow_nonfinite=allow_nonfinite)
         if len(dataset) == 0:
             raise VitlensError(f"data set {spec.dataset} ({spec.split}) is empty")
         check_fits(model, dataset, spec)

@@ -16,7 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import VitlensError
 
@@ -24,6 +24,7 @@ NONE_WORDS = ("none", "null", "")
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 INT_LIMIT = 2 ** 62  # beyond this an integer option is a typo (seed 1e20), not a value
+MAX_LIST_ITEMS = 256  # a list option without a declared bound (its count's HIGH is the bound otherwise)
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,12 @@ class Option:
     high: float | None = None
     nullable: bool = False
     applies: Mapping[str, tuple] = field(default_factory=dict)
-    list_of: type | None = None  # also accepts a list of these (e.g. noise frequencies)
+    list_of: type | None = None  # also accepts a list of these (e.g. noise frequencies): at most HIGH items, no repeats
     path: bool = False           # names a weight file or folder: the cache key covers its size and time
     limit: Limit | None = None   # a shared server's cap (`vitlens.jobs.limits`)
     none_words: tuple = ()       # more words that mean None (samples: "all")
     pattern: str | None = None   # text options: a full-match regular expression
+    check: Callable[[Any], Any] | None = None  # a further check of the parsed value (raises VitlensError)
 
     @property
     def flag(self) -> str:
@@ -64,6 +66,12 @@ class Option:
         return all(values.get(other) in allowed for other, allowed in self.applies.items())
 
     def parse(self, value: Any) -> Any:
+        out = self._parse(value)
+        if self.check is not None and out is not None:
+            self.check(out)
+        return out
+
+    def _parse(self, value: Any) -> Any:
         """VALUE as this option's type, checked against its choices and range."""
         if self.type is dict:  # a JSON object; empty text is {}
             return _to_object(value, self.flag)
@@ -86,7 +94,14 @@ class Option:
             if isinstance(value, (list, tuple)):
                 if not value:
                     raise VitlensError(f"{self.flag}: the list is empty")
-                return [self._scalar(v, self.list_of, checked=False) for v in value]
+                most = int(self.high) if self.high is not None else MAX_LIST_ITEMS
+                if len(value) > most:
+                    raise VitlensError(f"{self.flag}: the list has {len(value)} entries, at most {most}")
+                items = [self._scalar(v, self.list_of, checked=False) for v in value]
+                if len(set(items)) != len(items):
+                    raise VitlensError(f"{self.flag}: the list repeats an entry "
+                                       f"({next(v for v in items if items.count(v) > 1)!r}); name each once")
+                return items
         return self._scalar(value, self.type)
 
     def _scalar(self, value: Any, kind: type, checked: bool = True) -> Any:

@@ -18,9 +18,10 @@ from ..claims.scoreboard import _ok
 from ..context import Context
 from ..errors import VitlensError
 from ..models import blocks as model_blocks
+from ..models.sizing import Bound
 from ..links import page_params
 from ..options import Option
-from ..request import JobSpec
+from ..request import JobSpec, request_option
 from ..result import Result
 from . import Figure, Page, register_analysis
 from .hessian import OPTIONS as HESSIAN_OPTIONS
@@ -28,6 +29,7 @@ from .landscape import OPTIONS as LANDSCAPE_OPTIONS
 from .noise import OPTIONS as NOISE_OPTIONS
 
 DEFAULT_MODELS = "demo_resnet_deep,demo_vit_deep,demo_alternet"
+MAX_MODELS = Bound(1, 8, "VITLENS_MAX_MODELS")
 
 
 def _sub_option(options, name: str, default, help: str, rename: str | None = None) -> Option:
@@ -38,7 +40,8 @@ def _sub_option(options, name: str, default, help: str, rename: str | None = Non
 
 OPTIONS = [
     Option("models", str, DEFAULT_MODELS, "comma-separated model specs to check (the base --model's "
-           "--model-args/--checkpoint apply to its own entry)"),
+           "--model-args/--checkpoint apply to its own entry; at most VITLENS_MAX_MODELS, default 8)",
+           check=lambda text: parse_models(text)),
     _sub_option(HESSIAN_OPTIONS, "top_k", 5, "Hessian spectrum: eigenvalues per minibatch"),
     _sub_option(HESSIAN_OPTIONS, "minibatches", 8, "Hessian spectrum: minibatches (small for CPU; 0 = all)"),
     _sub_option(HESSIAN_OPTIONS, "minibatch", 16, "Hessian spectrum: minibatch size (paper: 16)"),
@@ -57,10 +60,17 @@ def scoreboard_spec(base, params: dict | None = None):
                    params=page_params("findings", params or {}))
 
 
-def parse_models(text: str) -> list[str]:
+def parse_models(text: str, what: str = "--models") -> list[str]:
+    """A comma-separated list of model specs: each valid, none twice, at most `VITLENS_MAX_MODELS`
+    (default 8: every model costs its seven sub-analyses)."""
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     if not models:
-        raise VitlensError("--models needs at least one model spec")
+        raise VitlensError(f"{what} needs at least one model spec")
+    most = MAX_MODELS.limit()
+    if len(models) > most:
+        raise VitlensError(f"{what} names {len(models)} models, at most {most:g} (raise it with {MAX_MODELS.env})")
+    for model in models:
+        request_option("model").parse(model)
     return models
 
 

@@ -40,6 +40,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
     p.add_argument("--out", default=None, help="write the Result (.csv, .parquet or .json)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load a checkpoint or a tensors data set with NaN/Inf values instead of refusing it")
     add_output_args(p)
     p.set_defaults(func=cmd_run)
 

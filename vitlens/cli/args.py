@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 from ..analyses import get_analysis
 from ..errors import VitlensError
@@ -34,9 +36,12 @@ def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> 
                            help=f"{o.help} ({o.describe()})".replace("%", "%%"), **extra)
 
 
-def _typed(option: Option):
-    """An argparse type that parses by OPTION's declaration (one-line errors, exit 2)."""
+def _typed(option: Option, empty_ok: bool = True):
+    """An argparse type that parses by OPTION's declaration (one-line errors, exit 2). EMPTY_OK
+    false: an empty value is refused (`--checkpoint ""` is a slip, not "no checkpoint")."""
     def parse(value: str):
+        if not empty_ok and not value.strip():
+            raise argparse.ArgumentTypeError(f"{option.flag} needs a value (leave the flag out for none)")
         try:
             return option.parse(value)
         except VitlensError as err:
@@ -72,7 +77,7 @@ def _add_request_args(p: argparse.ArgumentParser, names: tuple[str, ...] | None 
     for o in REQUEST_OPTIONS:
         if names is not None and o.name not in names:
             continue
-        p.add_argument(o.flag, type=_typed(o), default=None if o.name in required else o.default,
+        p.add_argument(o.flag, type=_typed(o, empty_ok=not o.path), default=None if o.name in required else o.default,
                        required=o.name in required, metavar=o.type.__name__.upper() if not o.choices else None,
                        choices=o.choices or None, help=f"{o.help} ({o.describe()})".replace("%", "%%"))
 
@@ -85,3 +90,39 @@ def spec_from_args(args):
     get_analysis(args.analysis).parse(params)  # bad options fail here, before any model is built
     fields = {o.name: getattr(args, o.name) for o in REQUEST_OPTIONS}
     return JobSpec(analysis=args.analysis, params=params, **dict(fields, model_args=dict(fields["model_args"])))
+
+
+RESULT_SUFFIXES = (".csv", ".parquet", ".json")
+
+
+def check_out(path: str | Path, suffixes: tuple[str, ...] = RESULT_SUFFIXES, what: str = "--out",
+              folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before anything is computed: an unknown suffix,
+    a directory where a file goes (or a file where a folder goes), a missing or read-only parent, a
+    name too long for the file system."""
+    path = Path(path)
+    if not folder and path.suffix.lower() not in suffixes:
+        raise VitlensError(f"{what} must end in {', '.join(suffixes)}, got '{path.name[:80]}'")
+    if len(path.name.encode()) > 255 or len(str(path).encode()) > 4095:
+        raise VitlensError(f"{what}: the name is too long for a file system ({len(path.name.encode())} bytes)")
+    if not folder and path.is_dir():
+        raise VitlensError(f"{what} {path} is a folder; name a file")
+    if folder and path.exists() and not path.is_dir():
+        raise VitlensError(f"{what} must be a folder; '{path}' is a file")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VitlensError(f"{what}: the folder {parent} does not exist")
+    target = path if folder and path.is_dir() else parent
+    if not os.access(target, os.W_OK):
+        raise VitlensError(f"{what}: {target} is not writable")
+    return path
+
+
+def write_or_say(write, path: str | Path, what: str = "--out", cached: bool = True) -> None:
+    """Call WRITE(); a write error after a computation is one line that says where the Result still is."""
+    try:
+        write()
+    except OSError as err:
+        where = ("; the Result is in the cache: the same command with another --out gets it at once"
+                 if cached else "")
+        raise VitlensError(f"could not write {what} {path}: {err.strerror or err}{where}") from None

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import timm
@@ -19,6 +18,7 @@ from ..data import list_datasets
 from ..device import resolve_device
 from ..engine import build_model, run
 from ..errors import VitlensError
+from ..jobs.queue import resolve_location
 from ..models import describe_blocks, list_models, load_model
 from ..models.checkpoints import RELEASED, released_checkpoint
 from ..models.registry import check_model_args
@@ -27,7 +27,7 @@ from ..request import JobSpec
 from ..result import Result
 from ..train import train
 from ..worker import serve
-from .args import _print_table, spec_from_args
+from .args import _print_table, check_out, spec_from_args, write_or_say
 from .exports import check_outputs, write_outputs
 
 
@@ -65,18 +65,20 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_blocks(args) -> int:
+    if args.out:
+        check_out(args.out)
     model = _load(args)
     rows = describe_blocks(model)
     _print_table(rows, ["index", "name", "kind", "stage", "output_shape", "params", "skippable", "guessed"])
     if args.out:
-        Result(pd.DataFrame(rows), {"model": args.model}).save(args.out)
+        write_or_say(lambda: Result(pd.DataFrame(rows), {"model": args.model}).save(args.out), args.out,
+                     cached=False)
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_train(args) -> int:
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise VitlensError(f"--out must be a folder for the checkpoints; '{args.out}' is a file")
+    check_out(args.out, folder=True)  # before any epoch is trained
     model = _load(args) if args.checkpoint else _fresh(args)
     train(model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           weight_decay=args.weight_decay, seed=args.seed, subsample=args.subsample, augment=args.augment,
@@ -99,11 +101,12 @@ def cmd_run(args) -> int:
 
 def _run_command(args) -> int:
     spec = spec_from_args(args)
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".parquet", ".json"):
-        raise VitlensError(f"--out must end in .csv, .parquet or .json, got '{args.out}'")
+    if args.out:
+        check_out(args.out)  # an hour of compute is never lost to a typo
     check_outputs(args)  # a typo in a figure path fails now, not after the computation
     start = time.perf_counter()
-    result, cached = run(spec, use_cache=not args.no_cache, verbose=distributed.is_main())
+    result, cached = run(spec, use_cache=not args.no_cache, verbose=distributed.is_main(),
+                         allow_nonfinite=args.allow_nonfinite)
     took = time.perf_counter() - start
     if not distributed.is_main():
         return 0  # rank 0 reports and writes
@@ -113,7 +116,7 @@ def _run_command(args) -> int:
     print(f"{args.analysis}: {len(result.frame)} rows, {'from cache' if cached else 'computed'} in {took:.2f}s",
           file=sys.stderr)
     if args.out:
-        result.save(args.out)
+        write_or_say(lambda: result.save(args.out), args.out, cached=not args.no_cache)
         print(f"wrote {args.out}", file=sys.stderr)
     write_outputs(result, args)
     return 0
@@ -169,5 +172,6 @@ def cmd_cache(args) -> int:
 
 def cmd_worker(args) -> int:
     """Take jobs from the queue ($VITLENS_QUEUE or the SQLite file under the cache) until SIGTERM."""
-    return serve(args.queue, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True,
+    location = resolve_location(args.queue, "--queue") if args.queue else None
+    return serve(location, name=args.name, parent_pid=args.parent_pid, once=args.once, exit_now=True,
                  lanes=args.lanes)

@@ -13,7 +13,7 @@ from ..figures import FORMATS, figures, save
 from ..reference import list_references, reference
 from ..request import parse_request
 from ..result import Result
-from .args import OPTION_DEST, _add_analysis_options, _add_request_args, _print_table
+from .args import OPTION_DEST, _add_analysis_options, _add_request_args, _print_table, check_out, write_or_say
 
 FIGURE_FORMATS = tuple(f[1:] for f in FORMATS)
 
@@ -28,21 +28,12 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="also log the Result to W&B (table, figures, request as config; honours WANDB_MODE=offline)")
 
 
-def _check_folder(folder: Path, what: str) -> None:
-    if not folder.is_dir():
-        raise VitlensError(f"{what}: the folder {folder} does not exist")
-
-
 def check_outputs(args) -> None:
     """Refuse a figure path that cannot be written before anything is computed."""
     if args.figure:
-        path = Path(args.figure)
-        if path.suffix.lower() not in FORMATS:
-            raise VitlensError(f"--figure must end in {', '.join(FORMATS)}, got '{path.name}'")
-        _check_folder(path.parent if str(path.parent) else Path("."), "--figure")
+        check_out(args.figure, FORMATS, "--figure")
     if args.figures:
-        Path(args.figures).mkdir(parents=True, exist_ok=True) if Path(args.figures).parent.is_dir() else \
-            _check_folder(Path(args.figures).parent, "--figures")
+        check_out(args.figures, what="--figures", folder=True)
 
 
 def write_outputs(result: Result, args) -> None:
@@ -51,13 +42,15 @@ def write_outputs(result: Result, args) -> None:
         drawn = figures(result, captioned=True)
         if not drawn:
             raise VitlensError(f"{result.meta.get('analysis')} declares no figure; the Result is in the cache")
-        print(f"wrote {save(drawn[0], args.figure)}", file=sys.stderr)
+        write_or_say(lambda: save(drawn[0], args.figure), args.figure, "--figure")
+        print(f"wrote {args.figure}", file=sys.stderr)
     if args.figures:
         folder = Path(args.figures)
         folder.mkdir(parents=True, exist_ok=True)
         declared = get_analysis(result.meta["analysis"]).figures_for(result.meta.get("params") or {})
         for k, (fig, how) in enumerate(zip(figures(result, captioned=True), declared), start=1):
-            path = save(fig, folder / f"{result.meta['analysis']}_{k:02d}_{how.plot}.{args.figure_format}")
+            path = folder / f"{result.meta['analysis']}_{k:02d}_{how.plot}.{args.figure_format}"
+            write_or_say(lambda: save(fig, path), path, "--figures")
             print(f"wrote {path}", file=sys.stderr)
     if args.wandb:
         from ..wandb_export import log_result  # deferred: wandb is an optional extra, imported only here
@@ -68,17 +61,14 @@ def write_outputs(result: Result, args) -> None:
 
 def cmd_report(args) -> int:
     from ..report import gather, render  # deferred: a report imports every analysis' plots
-    out = Path(args.out)
-    if out.suffix.lower() != ".html":
-        raise VitlensError(f"--out must end in .html, got '{out.name}'")
-    _check_folder(out.parent if str(out.parent) else Path("."), "--out")
+    out = check_out(args.out, (".html",))
     fields = {name: getattr(args, name) for name in ("dataset", "split", "samples", "batch_size", "seed", "device")}
     base = parse_request(fields, "findings")
     options = {name[len(OPTION_DEST):]: value for name, value in vars(args).items() if name.startswith(OPTION_DEST)}
     options.pop("models", None)
     models = list(dict.fromkeys(args.model))
     report = gather(base, models, options, verbose=True)
-    out.write_text(render(report))
+    write_or_say(lambda: out.write_text(render(report)), out)
     print(f"wrote {out} ({len(models)} models, {report.seconds:.1f}s)", file=sys.stderr)
     if args.wandb:
         from ..wandb_export import log_report  # deferred: optional extra
@@ -99,12 +89,15 @@ def cmd_reference(args) -> int:
     result = reference(args.name)
     print(result.meta["caption"], file=sys.stderr)
     if args.out:
-        result.save(args.out)
+        check_out(args.out)
+        write_or_say(lambda: result.save(args.out), args.out, cached=False)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(result.frame[["x", "y", "loss", "nll", "l2", "accuracy"]].to_string(index=False, max_rows=12))
     if args.figure:
-        print(f"wrote {save(figures(result, captioned=True)[0], args.figure)}", file=sys.stderr)
+        check_out(args.figure, FORMATS, "--figure")
+        write_or_say(lambda: save(figures(result, captioned=True)[0], args.figure), args.figure, "--figure", False)
+        print(f"wrote {args.figure}", file=sys.stderr)
     return 0
 
 

@@ -52,6 +52,7 @@ def load_data(
     augment: str | None = None,
     root: str | None = None,
     download: bool = False,
+    allow_nonfinite: bool = False,
 ) -> Dataset:
     """Load the data set named by `spec` (see the `vitlens.data` docstring) as `(x, y)` pairs.
 
@@ -65,7 +66,7 @@ def load_data(
         raise VitlensError(f"split must be 'train' or 'test', got {split!r}")
     augment = check_augment(augment)
     if name == "tensors":
-        return tensors.load(arg, augment, samples, seed)
+        return tensors.load(arg, augment, samples, seed, allow_nonfinite)
     cfg = data_config(model, input_size, mean, std)
     if name == "digits" and not arg:
         return digits.load(split, cfg, augment, samples, seed)

@@ -27,7 +27,7 @@ def _read_tensor_file(path: Path) -> dict:
     raise VitlensError(f"tensor file {path} must end in .npz or .safetensors")
 
 
-def load(arg, augment, samples, seed) -> ExactTensorDataset:
+def load(arg, augment, samples, seed, allow_nonfinite: bool = False) -> ExactTensorDataset:
     if not arg:
         raise VitlensError("tensors spec needs a path: tensors:PATH to a .npz or .safetensors file")
     if augment is not None:
@@ -44,6 +44,10 @@ def load(arg, augment, samples, seed) -> ExactTensorDataset:
         raise VitlensError(f"y in {path} must be 1-D integer labels, got {y.dim()}-D {y.dtype}")
     if len(x) != len(y) or len(y) == 0:
         raise VitlensError(f"{path} has {len(x)} images but {len(y)} labels: they must match (and not be empty)")
+    if not allow_nonfinite and not bool(torch.isfinite(x).all()):
+        first = int((~torch.isfinite(x)).flatten(1).any(1).nonzero()[0])
+        raise VitlensError(f"x in {path} has non-finite values (NaN or Inf), first in image {first}; "
+                           "pass --allow-nonfinite to use it anyway")
     y = y.long()
     if int(y.min()) < 0:
         raise VitlensError(f"y in {path} has negative labels: use class indices 0..K-1")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 
 from ..analyses import get_analysis, list_analyses
 from ..errors import VitlensError
+from ..models.registry import check_model_args
+from ..models.sizing import size_model
 from ..options import Limit, Option
 from ..request import MODEL_ARG_LIMITS, REQUEST_OPTIONS, JobSpec
 
@@ -55,7 +57,9 @@ class Limits:
         return limits
 
     def check(self, spec: JobSpec) -> None:
-        """Raise a one-line VitlensError when SPEC asks for more than a shared server allows."""
+        """Raise a one-line VitlensError when SPEC asks for more than a shared server allows (its
+        values, and the model's size: a build on the meta device, no memory)."""
+        size_model(spec.model, check_model_args(spec.model_args or {}))
         for option in REQUEST_OPTIONS:
             value = getattr(spec, option.name)
             if option.limit and isinstance(value, (int, float)) and value > limit_value(option.limit):

@@ -40,20 +40,31 @@ def lane_of(spec: JobSpec) -> str:
     return get_analysis(spec.analysis).lane
 
 
-def queue_location() -> str:
-    """Where the queue lives: $VITLENS_QUEUE (redis://...) or the SQLite file under the cache folder."""
-    url = os.environ.get("VITLENS_QUEUE", "").strip()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def resolve_location(text: str | None, what: str = "VITLENS_QUEUE") -> str:
+    """A queue location as given by a user (--queue, VITLENS_QUEUE): redis://host:port/db,
+    rediss://..., unix://SOCKET (Redis), sqlite://PATH (`sqlite:///abs/jobs.db` or
+    `sqlite://rel/jobs.db`), or empty for the SQLite file under the cache folder. Anything else is
+    one line."""
+    url = (text or "").strip()
+    if url.startswith(REDIS_SCHEMES):
         return url
-    if url.startswith("sqlite://"):
+    if url.startswith("sqlite://") and len(url) > len("sqlite://"):
         return str(Path(url[len("sqlite://"):]).expanduser())
     if url and url != "sqlite":
-        raise VitlensError(f"VITLENS_QUEUE must be redis://host:port/db or sqlite://PATH, got {url!r}")
+        raise VitlensError(f"{what} must be redis://host:port/db, rediss://..., sqlite://PATH or empty, got {url!r}")
     return str(cache_dir() / "queue" / "jobs.db")
 
 
+def queue_location() -> str:
+    """Where the queue lives: $VITLENS_QUEUE or the SQLite file under the cache folder."""
+    return resolve_location(os.environ.get("VITLENS_QUEUE"))
+
+
 def is_redis(location: str) -> bool:
-    return location.startswith(("redis://", "rediss://", "unix://"))
+    return location.startswith(REDIS_SCHEMES)
 
 
 def encode(args: list, priority: int) -> bytes:
@@ -87,6 +98,17 @@ def message_args(message: Message) -> tuple[str, str, int]:
     return args[0], args[1], args[2]
 
 
+def _ping(url: str) -> None:
+    """One line when the Redis server at URL cannot be reached (instead of a worker that idles)."""
+    import redis  # deferred: only a Redis queue needs the client
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except (redis.exceptions.RedisError, OSError, ValueError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise VitlensError(f"the queue at {url} cannot be reached ({reason})") from None
+
+
 class Lane:
     """One lane: a priority queue of messages in the store (highest priority first)."""
 
@@ -118,12 +140,24 @@ class Queue:
     """The lanes of one location, and the store the job records live in (`storage`)."""
 
     def __init__(self, location: str | None = None):
-        self.location = location or queue_location()
-        if not is_redis(self.location):
+        """LOCATION: a user's form (`resolve_location`), a resolved SQLite path, or None (the
+        configured queue). An unreachable Redis or an unwritable SQLite folder is one line."""
+        if location is None or "://" in location or location == "sqlite":
+            location = resolve_location(location)
+        self.location = location
+        if is_redis(self.location):
+            _ping(self.location)
+        else:
             path = Path(self.location)
-            _ensure_private_dir(path.parent)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            try:
+                _ensure_private_dir(path.parent)
+                if not path.exists():
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as err:
+                raise VitlensError(f"the queue file {path} cannot be created ({err.strerror or err}); "
+                                   "use a writable folder (sqlite://PATH)") from None
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise VitlensError(f"the queue file {path} is not readable and writable")
         self.lanes = {lane: Lane(lane, self._storage(STORE_NAMES[lane])) for lane in LANES}
         self.storage = self.lanes["heavy"].storage
 

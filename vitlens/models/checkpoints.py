@@ -118,8 +118,9 @@ def _problems(own: dict, state: dict) -> list[str]:
     return problems
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load weights from PATH into MODEL (strict: every key and shape must match).
+def load_checkpoint(model: nn.Module, path: str | Path, allow_nonfinite: bool = False) -> nn.Module:
+    """Load weights from PATH into MODEL (strict: every key and shape must match). Weights that are
+    not all finite (NaN, Inf) are refused, naming the first such tensor, unless ALLOW_NONFINITE.
 
     A state_dict in another known key layout (`CONVERTERS`: timm 0.5 PiT/Swin, the authors' ResNet
     and AlterNet) is converted first. When it does not fit, the one-line error names the first
@@ -134,6 +135,11 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         what = f" ({layout} layout)" if layout else ""
         raise VitlensError(f"checkpoint {Path(path).name}{what} does not fit the model{f' {spec}' if spec else ''}; "
                            + "; ".join(problems) + _fit_hint(raw, model))
+    if not allow_nonfinite:
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise VitlensError(f"checkpoint {Path(path).name} has non-finite weights (NaN or Inf) in {bad}; every "
+                               "number it gives would be meaningless (pass --allow-nonfinite to load it anyway)")
     with torch.no_grad():
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
     return model

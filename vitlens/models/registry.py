@@ -108,7 +108,7 @@ ARCHITECTURE_ARGS = frozenset({
     "qkv_bias", "qk_norm", "window_size", "depths", "heads", "widths", "msa", "head_dim", "window", "stride",
     "base_dims", "drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "global_pool",
     "class_token", "no_embed_class", "reg_tokens", "stem_width", "stem_type", "block", "layers", "stem",
-    "output_stride", "dims", "width", "pretrained", "init_values", "layer_scale_init_value"})
+    "output_stride", "dims", "width", "pretrained", "init_values", "layer_scale_init_value", "channels"})
 MAX_CLASSES = 25000  # above ImageNet-21k's 21,843: a typo, not a model (a team server caps lower: jobs.Limits)
 MAX_IMG_SIZE = 2048
 

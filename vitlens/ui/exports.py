@@ -11,6 +11,7 @@ from ..analyses.findings import parse_models
 from ..errors import VitlensError
 from ..report import gather, render
 from ..request import JobSpec
+from .state import plain
 
 
 def report_buttons(spec: JobSpec) -> None:
@@ -22,7 +23,7 @@ def report_buttons(spec: JobSpec) -> None:
     try:
         models = parse_models(spec.params.get("models", ""))
     except VitlensError as err:
-        st.error(str(err))
+        st.error(plain(str(err)))
         return
     key = ("vl_report", spec.to_json())
     if st.button("Build the HTML report", key="build_report"):
@@ -31,7 +32,7 @@ def report_buttons(spec: JobSpec) -> None:
                 report = gather(replace(spec, params={}), models, options)
                 st.session_state["vl_report"] = (key, render(report), report)
             except VitlensError as err:
-                st.error(str(err).splitlines()[0])
+                st.error(plain(str(err).splitlines()[0]))
     built = st.session_state.get("vl_report")
     if built and built[0] == key:
         st.download_button("Download report", built[1].encode(), file_name="vitlens_report.html",
@@ -43,4 +44,4 @@ def report_buttons(spec: JobSpec) -> None:
                 try:
                     st.success(f"logged: {log_report(built[2], None, project)}")
                 except Exception as err:  # W&B refuses (not signed in, no network): one line
-                    st.error(f"W&B: {str(err).splitlines()[0][:200]}")
+                    st.error(plain(f"W&B: {str(err).splitlines()[0][:200]}"))

@@ -10,6 +10,8 @@ import uuid
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from .state import plain
+
 XSRF_COOKIE = "_streamlit_xsrf"  # Streamlit's name for Tornado's XSRF cookie (server.enableXsrfProtection)
 
 
@@ -90,7 +92,11 @@ def require_sign_in() -> None:
         st.info("This vitlens server asks you to sign in.")
         st.button("Sign in", on_click=st.login, type="primary")
         st.stop()
+    if st.user.get("email_verified") is False:  # the provider says the address is not the user's (yet)
+        st.error(f"{plain(st.user.get('email'))} is not verified by the sign-in provider; verify it there first.")
+        st.button("Sign out", on_click=st.logout)
+        st.stop()
     if not email_allowed(st.user.get("email"), allowed):
-        st.error(f"{st.user.get('email')} is not on this server's allow-list.")
+        st.error(f"{plain(st.user.get('email'))} is not on this server's allow-list.")
         st.button("Sign out", on_click=st.logout)
         st.stop()

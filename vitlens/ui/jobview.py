@@ -17,6 +17,7 @@ from ..request import JobSpec
 from ..result import Result
 from .identity import require_sign_in, session_id
 from .sidebar import options, sidebar, spec_label
+from .state import plain
 
 
 def request_of(spec: JobSpec) -> str:
@@ -71,19 +72,19 @@ def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | N
     result, job = result_or_job(spec, autorun)
     if result is not None:
         draw(result)
-        st.caption(convention_caption(result))
+        st.caption(plain(convention_caption(result)))
         return result
     if job is None or job.state == CANCELLED:
         if st.button("Run", type="primary", key=f"run_{spec.analysis}"):
             job = submit(spec)
             if job.state != FAILED:
                 st.rerun()
-            st.error(job.error)
+            st.error(plain(job.error))
             return None
         st.info("Not computed yet: press Run (it runs in the background; you can switch pages).")
         return None
     if job.state == FAILED:
-        st.error(job.error or "the job failed")
+        st.error(plain(job.error or "the job failed"))
         if st.button("Try again", key=f"retry_{spec.analysis}"):
             submit(spec)
             st.rerun()
@@ -103,7 +104,7 @@ def _progress(job_id: str) -> None:
     eta = job.eta()
     left = f", about {eta:.0f}s left" if eta is not None else ""
     text = f"{job.spec.analysis} on {job.spec.model}: {job.state} {job.fraction:.0%}{left} {job.message}"
-    st.progress(min(max(job.fraction, 0.0), 1.0), text=text)
+    st.progress(min(max(job.fraction, 0.0), 1.0), text=plain(text))
     if job.state == QUEUED and not jobs.workers():
         st.caption("No worker has checked in yet: it is starting, or start one with `vitlens worker`.")
     if st.button("Cancel", key=f"cancel_{job_id}"):
@@ -133,7 +134,7 @@ def page(title: str, caption: str) -> None:
     try:  # the job queue and its settings (VITLENS_QUEUE, VITLENS_*WORKERS, VITLENS_MAX_*): one line if wrong
         manager()
     except VitlensError as err:
-        st.error(f"This server's job queue is misconfigured: {str(err).splitlines()[0]}")
+        st.error(plain(f"This server's job queue is misconfigured: {str(err).splitlines()[0]}"))
         st.stop()
     st.session_state["vl__title"] = title
     st.title(title)
@@ -170,7 +171,7 @@ def analysis_page(name: str) -> JobSpec | None:
     spec = sidebar(name)
     options(spec)
     if spec is not None:
-        st.caption(spec_label(spec))
+        st.caption(plain(spec_label(spec)))
 
     def draw(result: Result) -> None:
         draw_figures(result)

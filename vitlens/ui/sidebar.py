@@ -13,10 +13,11 @@ from ..data import DATASET_NAMES
 from ..errors import VitlensError
 from ..models import list_models
 from ..models.registry import check_model_args
+from ..models.sizing import size_model
 from ..options import Option
 from ..paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
 from ..request import JobSpec, request_option
-from .state import NAMES_KEY, PAGE_KEY, TRUSTED_KEY, _sync_url, show_link_errors, value, widget
+from .state import LINK_ERRORS_KEY, NAMES_KEY, PAGE_KEY, TRUSTED_KEY, _store, _sync_url, plain, show_link_errors, value, widget
 from .uploads import UPLOADS, save_upload, upload_folder
 
 DATASETS = [*DATASET_NAMES, "folder"]
@@ -62,6 +63,18 @@ def _option_widget(opt: Option, label: str | None, extra: dict) -> Any:
                       format_func=lambda v: "none" if v is None else str(v), **common, **extra)
     if opt.type is bool:
         return widget(opt.name, opt.default, sb.checkbox, label, **common, **extra)
+    if opt.list_of is not None:  # a count, or a list from a link: a list is edited as JSON text
+        current = value(opt.name, opt.default, scoped=True, parse=opt.parse)
+        if isinstance(current, (list, tuple, str)):
+            if not isinstance(current, str):
+                st.session_state[_store(opt.name, True)] = opt.text(current)
+            text = widget(opt.name, opt.text(opt.default), sb.text_input, label, scoped=True, parse=str,
+                          help=common["help"])
+            try:
+                return opt.parse(text)
+            except VitlensError as err:
+                sb.error(plain(str(err)))
+                return opt.default
     if opt.type in (int, float) and not opt.nullable:
         cast = opt.type
         bounds = {k: cast(v) for k, v in (("min_value", opt.low), ("max_value", opt.high)) if v is not None}
@@ -73,7 +86,7 @@ def _option_widget(opt: Option, label: str | None, extra: dict) -> Any:
     try:
         return opt.parse(text)
     except VitlensError as err:
-        sb.error(str(err))
+        sb.error(plain(str(err)))
         return opt.default
 
 
@@ -117,7 +130,11 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     sb = st.sidebar
     sb.header("Selection")
     names = _registry_names()
-    model = value("model", request_option("model").default)
+    model = value("model", request_option("model").default, parse=request_option("model").parse)
+    if model not in names and not model.startswith("timm:"):  # a link's unknown name: say so, show the default
+        st.session_state.setdefault(LINK_ERRORS_KEY, []).append(
+            f"unknown model {model!r} (`vitlens models` lists them); using the default")
+        model = st.session_state["vl_model"] = request_option("model").default
     # the model spec in the URL decides the first picker state; later the pickers decide the spec
     st.session_state.setdefault("vl_model_choice", model if model in names else TIMM_CHOICE)
     st.session_state.setdefault("vl_timm_name", model[len("timm:"):] if model.startswith("timm:") else "resnet18")
@@ -145,7 +162,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
             st.session_state["vl_last_upload"] = (upload.name, upload.size)
             st.rerun()
         except VitlensError as err:
-            sb.error(str(err))
+            sb.error(plain(str(err)))
     dataset = widget("dataset", request_option("dataset").default, sb.selectbox, "Data set", options=DATASETS)
     folder = ""
     if dataset == "folder":
@@ -160,6 +177,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     try:
         args = check_model_args(request_option("model_args").parse(model_args))
         request_option("model").parse(model)
+        size_model(model, args)  # bounds and a build on the meta device (cached): refused before any job
         ckpt_path = str(resolve_inside(checkpoint_root(), checkpoint, "checkpoint")) if checkpoint else None
         if ckpt_path and Path(ckpt_path).relative_to(checkpoint_root().resolve()).parts[:1] == (UPLOADS,) \
                 and not Path(ckpt_path).is_relative_to((checkpoint_root() / upload_folder()).resolve()):
@@ -171,7 +189,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
         st.error("Selection: model args are nested too deeply")
         return None
     except (json.JSONDecodeError, VitlensError) as err:
-        st.error(f"Selection: {err}".splitlines()[0])
+        st.error(plain(f"Selection: {err}".splitlines()[0]))
         return None
     return JobSpec(analysis=analysis, model=model, model_args=args, checkpoint=ckpt_path, dataset=data_spec,
                    **values)
