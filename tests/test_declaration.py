@@ -193,7 +193,7 @@ LAYERS = [
     {"paths", "models", "data", "features", "hessian", "landscape", "cache", "reference"},
     {"context"},
     {"analyses", "claims", "links"},
-    {"plots", "figures", "engine"},
+    {"plots", "figures", "engine", "budget"},
     {"jobs", "worker", "readme", "cli", "ui", "train", "api", "report", "wandb_export", "__main__"},
 ]
 # Imports inside a function that point up, each with its reason (checked to still be needed).

@@ -22,7 +22,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from . import __version__, distributed
+from . import __version__, budget, distributed
 from .analyses import Analysis, get_analysis
 from .cache import ResultCache, cache_key, model_fingerprint
 from .context import Context
@@ -182,6 +182,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
         known = cached_result(spec, cache, request)  # asked before: no need to build and fingerprint the model
         if known is not None:
             return known, True
+    budget.check(spec)  # sized on the meta device: over the memory budget is one line, nothing allocated
     model = build_model(spec, allow_nonfinite)
     fingerprint = model_fingerprint(model)
     key = recipe_key(fingerprint, spec, spec.analysis, params)

@@ -25,7 +25,7 @@ from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, block_table
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 
 
 def gram(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -143,7 +143,7 @@ def cka_frame(reducer: CKAReducer, block_list) -> pd.DataFrame:
                        "Linear CKA between the outputs of every pair of blocks, with the unbiased minibatch HSIC "
                        "estimator (Nguyen et al. 2021). Multi-stage networks show a block structure: features are "
                        "similar within a stage and change at the stage boundaries.")),
-                   figures=[Figure("cka_heatmap")])
+                   figures=[Figure("cka_heatmap")], memory=Memory(graph=0.5, working=3))  # every block's batch
 def cka(ctx: Context, params: dict) -> Result:
     reducer = CKAReducer()
     block_list = ctx.collect(reducer, "cka", shuffle=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..context import Context
 from ..options import Option
 from ..result import Result
-from . import Figure, register_analysis
+from . import Figure, Memory, register_analysis
 
 
 class Scores:
@@ -71,7 +71,7 @@ def expected_calibration_error(bins: pd.DataFrame) -> float:
 
 @register_analysis("evaluate", "accuracy, NLL and expected calibration error (with reliability bins)",
                    [Option("bins", int, 15, "confidence bins of the reliability diagram", low=1, high=1000)],
-                   lane="interactive", figures=[Figure("reliability_diagram")],
+                   lane="interactive", figures=[Figure("reliability_diagram")], memory=Memory(working=3),
                    conventions="NLL = per-sample mean cross-entropy over the data set (the authors "
                                         "average batch means: off by up to 1% with an unequal last batch)")
 def evaluate(ctx: Context, params: dict) -> Result:

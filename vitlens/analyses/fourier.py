@@ -35,7 +35,7 @@ from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..options import Option, convention_option
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 
 # log(|F| + floor): exact zeros (dead ReLU channels) stay finite.
 LOG_FLOOR = 1e-6
@@ -191,7 +191,8 @@ OPTIONS = [
                                       "frequency 0 to π, minus its value at 0. The paper finds that MSAs (blue bands) "
                                       "reduce high-frequency amplitude — they act like low-pass filters — while "
                                       "convolutions amplify it.")),
-                   figures=[Figure("fourier_curves"), Figure("fourier_high_frequency")])
+                   figures=[Figure("fourier_curves"), Figure("fourier_high_frequency")],
+                   memory=Memory(working=6))  # the widest map, its complex FFT and log amplitude
 def fourier(ctx: Context, params: dict) -> Result:
     resolution = params["resolution"]
     if resolution == 1:

@@ -18,6 +18,8 @@ The loss is cross-entropy (soft targets with --label-smoothing/--mixup/--cutmix)
 """
 from __future__ import annotations
 
+import math
+
 import re
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from ..models import blocks as model_blocks
 from ..models import load_checkpoint, read_checkpoint_metadata
 from ..options import Limit, Option, loss_options
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 
 WHATS = ("spectrum", "topk", "trace", "density", "blocks")
 
@@ -206,6 +208,25 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _memory_batch(params, batch_size: int) -> int:
+    """The batch of one Hessian-vector product: a spectrum's minibatches (stacked TOGETHER at once)."""
+    if params["what"] == "spectrum":
+        return params["minibatch"] * max(params["together"], 1)
+    return batch_size
+
+
+def _krylov_vectors(params) -> float:
+    """Parameter-sized vectors the method keeps: the Lanczos basis (it grows by doubling up to the
+    steps it takes), trace probes' deflation vectors, SLQ's basis per run."""
+    what = params["what"]
+    if what in ("spectrum", "topk", "blocks"):
+        steps = min(params["max_steps"], 8 * params["top_k"] + 8)
+        return 2 ** math.ceil(math.log2(steps)) * (max(params["together"], 1) if what == "spectrum" else 1)
+    if what == "density":
+        return params["steps"]
+    return 4
+
+
 @register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
                    "per-block curvature; over checkpoints", OPTIONS,
                    conventions="loss = per-sample mean cross-entropy (log_softmax) + (wd/2)||w||^2, eval mode; "
@@ -232,7 +253,8 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
                             Figure("trace_estimates", when={"what": ("trace",)}),
                             Figure("eigen_density", when={"what": ("density",)}),
                             Figure("block_curvature", {"value": "top_eigenvalue"}, when={"what": ("blocks",)}),
-                            Figure("block_curvature", {"value": "trace"}, when={"what": ("blocks",)})])
+                            Figure("block_curvature", {"value": "trace"}, when={"what": ("blocks",)})],
+                   memory=Memory(weights=6, graph=3, working=3, data=1, batch=_memory_batch, more=_krylov_vectors))
 def hessian(ctx: Context, params: dict) -> Result:
     what = params["what"]
     if len(ctx.dataset) == 0:

@@ -50,7 +50,7 @@ from ..landscape import (L2_KINDS, MAX_GRID, NORMALIZATIONS, direction_norm, gri
                          sharpness, trajectory_directions)
 from ..options import Limit, Option, convention_option, loss_options
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 
 DIRECTION_KINDS = ("random", "hessian", "trajectory", "path")
 
@@ -155,7 +155,9 @@ def _directions(ctx: Context, params: dict, samples, seed: int):
                                       "not moved. The paper finds MSAs flatten the landscape: ViTs' surfaces are "
                                       "smoother and flatter near the optimum than ResNets'.")),
                    figures=[Figure("surface", when={"directions": ("random", "hessian", "trajectory")}),
-                            Figure("path_curve", when={"directions": ("path",)})])
+                            Figure("path_curve", when={"directions": ("path",)})],
+                   # the model, two directions and the moved copy (x points per pass); every sample on the device
+                   memory=Memory(weights=4, working=3, data=1, more=lambda p: 2 * max(p["points_per_pass"], 1) - 2))
 def landscape(ctx: Context, params: dict) -> Result:
     spec = ctx.spec
     seed = spec.seed if params["direction_seed"] is None else params["direction_seed"]

@@ -22,7 +22,7 @@ from ..features import batch_input, block_table, resolve_blocks
 from ..models import Block, run_blocks
 from ..options import Option
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 from .evaluate import Scores
 
 
@@ -86,7 +86,7 @@ def lesion_frame(block_list: Sequence[Block], intact: Scores, lesioned: dict[int
                        "Accuracy drop when one block's residual branch is replaced by the identity (only the shortcut "
                        "kept). The paper finds that removing an MSA near the end of a stage hurts far more than "
                        "removing one early, which is why AlterNet puts MSAs at stage ends.")),
-                   figures=[Figure("lesion_bars")])
+                   figures=[Figure("lesion_bars")], memory=Memory(graph=0.5, working=3))  # the kept block outputs
 def lesion(ctx: Context, params: dict) -> Result:
     loader = ctx.loader()
     first = next(iter(loader))

@@ -31,7 +31,7 @@ from ..errors import VitlensError
 from ..features import batch_input
 from ..options import Option, convention_option
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 from .evaluate import Scores
 
 NORMS = ("l2", "linf")
@@ -168,7 +168,7 @@ OPTIONS = [
                              caption=("Accuracy change when random noise restricted to a ring of the centred 2D "
                                       "spectrum (frequency f, width s, amplitude eps) is added to the images. The paper "
                                       "finds ViTs robust to high-frequency noise and ResNets vulnerable to it.")),
-                   figures=[Figure("noise_curve")])
+                   figures=[Figure("noise_curve")], memory=Memory(working=4))
 def noise(ctx: Context, params: dict) -> Result:
     points = _frequencies(params["frequencies"])
     convention = params["convention"]

@@ -13,7 +13,7 @@ from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
 from ..result import Result
-from . import Figure, Page, register_analysis
+from . import Figure, Memory, Page, register_analysis
 
 
 class VarianceReducer(Reducer):
@@ -62,7 +62,7 @@ def variance_frame(reducer: VarianceReducer, block_list) -> pd.DataFrame:
                        "channels, vs normalised depth. The paper finds that MSAs (blue bands) reduce feature-map "
                        "variance and convolutions increase it; in multi-stage nets the variance peaks at the end of "
                        "each stage.")),
-                   figures=[Figure("variance_curve")])
+                   figures=[Figure("variance_curve")], memory=Memory(working=4))
 def variance(ctx: Context, params: dict) -> Result:
     reducer = VarianceReducer()
     block_list = ctx.collect(reducer, "variance")
