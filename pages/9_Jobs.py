@@ -4,6 +4,7 @@ import streamlit as st
 
 from vitlens import ui
 from vitlens.jobs import manager
+from vitlens.jobs.manager import is_admin
 
 ui.page("Jobs", "Computations run in worker processes (`vitlens worker`, one job at a time each) that take "
         "jobs from a shared queue; identical requests share one job, quick analyses go first. Jobs survive a "
@@ -25,14 +26,15 @@ def table():
         st.info("No jobs yet on this queue.")
         return
     me = ui.session_id()
-    rows = [dict(j.summary(), mine=j.session == me) for j in listed]
+    rows = [dict(j.summary(), mine=me in j.sessions) for j in listed]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    active = {j.id: j for j in listed if j.active}
+    # only the jobs this user waits for (an admin: all); cancelling withdraws this user's request
+    active = {j.id: j for j in listed if j.active and (me in j.sessions or is_admin(me))}
     if active:
         pick = st.selectbox("Cancel a job", list(active),
                             format_func=lambda i: f"{i} ({active[i].spec.analysis}, {active[i].state})")
         if st.button("Cancel job"):
-            jobs.cancel(pick)
+            jobs.cancel(pick, session=me)
 
 
 table()

@@ -186,3 +186,21 @@ def test_a_bad_worker_count_starts_no_worker(tmp_path, monkeypatch):
     with pytest.raises(VitlensError, match="VITLENS_INTERACTIVE_WORKERS must be a number"):
         JobManager(embedded_workers=1)
     assert not list((tmp_path / "results" / "queue").glob("worker-*.log"))
+
+
+def test_cancel_withdraws_only_your_own_request(tmp_path, monkeypatch):
+    """Two signed-in users wait for one job: one user's Cancel leaves it running for the other; a
+    third user cannot stop it; the last one waiting stops it; an admin stops any job."""
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("VITLENS_ADMINS", "boss@lab.org")
+    jobs = JobManager(embedded_workers=0)
+    ana, ben, eve = "user:ana@lab.org", "user:ben@lab.org", "user:eve@lab.org"
+    job = jobs.submit(spec(seed=91), session=ana)
+    assert jobs.submit(spec(seed=91), session=ben).id == job.id  # ben joins ana's job
+    assert not jobs.cancel(job.id, session=eve)  # not eve's
+    assert jobs.cancel(job.id, session=ben) and jobs.get(job.id).active  # ana still waits
+    assert jobs.get(job.id).sessions == [ana]
+    assert not jobs.cancel(job.id, session=ben)  # ben already withdrew
+    assert jobs.cancel(job.id, session=ana) and jobs.get(job.id).state == CANCELLED
+    other = jobs.submit(spec(seed=92), session=ana)
+    assert jobs.cancel(other.id, session="user:boss@lab.org") and jobs.get(other.id).state == CANCELLED

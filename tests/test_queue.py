@@ -244,3 +244,46 @@ def test_a_job_overwritten_by_a_silent_worker_after_its_retry_can_still_be_reape
     jobs._trim()
     assert jobs.records.get("run", job.id) is None
     assert not [k for k in jobs.records.all("reap") if k.startswith(f"{job.id}:")]
+
+
+# Long Hessian steps without a progress update (the sweep found stops of 94 s and more): a stop check
+# in every Hessian-vector product's batches (`progress.checkpoint`) makes SIGTERM and Cancel act at once.
+LONG_HESSIAN = {
+    "topk": dict(analysis="hessian", model="demo_vit", samples=512, batch_size=128,
+                 params={"what": "topk", "top_k": 5, "tol": 1e-12, "max_steps": 10000}),
+    "trace": dict(analysis="hessian", model="demo_vit", samples=512, batch_size=128,
+                  params={"what": "trace", "probes": 100000, "estimator": "hutchinson"}),
+}
+
+
+@pytest.mark.parametrize("what", list(LONG_HESSIAN))
+def test_sigterm_and_cancel_stop_a_long_hessian_step_within_seconds(home, what):
+    tmp, env = home
+    jobs = JobManager(embedded_workers=0)
+    request = spec(**LONG_HESSIAN[what], seed=5)
+    job = jobs.submit(request)
+    worker = start_worker(env, "w1", tmp)
+    try:
+        wait_until(lambda: jobs.get(job.id).state == RUNNING, 120, "the job to start")
+        time.sleep(3.0)  # well inside its long step
+        start = time.perf_counter()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        stopped = time.perf_counter() - start
+    finally:
+        stop(worker)
+    assert jobs.get(job.id).state == QUEUED  # back in the queue for the next worker
+    assert stopped < 10.0, stopped  # at the next product, not at the end of the job
+    worker = start_worker(env, "w2", tmp)
+    try:
+        wait_until(lambda: jobs.get(job.id).state == RUNNING and jobs.get(job.id).worker == "w2", 120,
+                   "the job to start again")
+        time.sleep(3.0)
+        start = time.perf_counter()
+        assert jobs.cancel(job.id)
+        wait_until(lambda: jobs.get(job.id).state == "cancelled", 60, "the job to stop")
+        cancelled = time.perf_counter() - start
+    finally:
+        stop(worker)
+    assert cancelled < 10.0, cancelled
+    print(f"{what}: SIGTERM stopped the worker in {stopped:.2f} s, Cancel in {cancelled:.2f} s")

@@ -33,7 +33,7 @@ from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
 from .models.registry import check_model_args, list_models
 from .models.sizing import size_model
-from .progress import Progress, ProgressCallback, cli_progress
+from .progress import Progress, ProgressCallback, cli_progress, interruptible
 from .request import JobSpec
 from .result import Result
 
@@ -170,10 +170,12 @@ class CachedPartials:
 
 
 def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None = None,
-        verbose: bool = False, cache=None, allow_nonfinite: bool = False) -> tuple[Result, bool]:
+        verbose: bool = False, cache=None, allow_nonfinite: bool = False,
+        interrupt: Callable[[], None] | None = None) -> tuple[Result, bool]:
     """Compute (or fetch from the cache) the Result of SPEC. Returns (result, served_from_cache).
     ALLOW_NONFINITE: load weights and data with NaN/Inf values instead of refusing them (it changes no
-    number, so it is not part of the cache key)."""
+    number, so it is not part of the cache key). INTERRUPT: what `progress.checkpoint()` calls inside
+    the analysis' long loops (the worker's stop and cancel check; it raises to stop the job)."""
     analysis = get_analysis(spec.analysis)
     params = resolve_params(analysis, spec.params)
     device = resolve_device(spec.device)
@@ -216,7 +218,8 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
                       runner=lambda sub: run(sub, cache=cache)[0],  # sub-results are cached even under --no-cache
                       partials=partials, builder=build_model)
         try:
-            result = analysis.fn(ctx, params)
+            with interruptible(interrupt):
+                result = analysis.fn(ctx, params)
         finally:
             for opened_cache in opened:
                 opened_cache.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable
 
 ProgressCallback = Callable[[float, float, str], None]
@@ -57,3 +59,28 @@ class Progress:
 def cli_progress(total: float, desc: str, callback: ProgressCallback | None = None) -> Progress:
     """A Progress that prints to stderr."""
     return Progress(total, desc, callback, stream=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- stop points
+
+_INTERRUPT: ContextVar[Callable[[], None] | None] = ContextVar("vitlens_interrupt", default=None)
+
+
+def checkpoint() -> None:
+    """A point inside a long loop (each Hessian-vector product, each batch of one) where a running
+    job may be stopped: the worker's check raises there when it shuts down (SIGTERM) or the job is
+    cancelled, so a job stops within one step instead of at its next progress update. A no-op
+    outside a worker."""
+    check = _INTERRUPT.get()
+    if check is not None:
+        check()
+
+
+@contextmanager
+def interruptible(check: Callable[[], None] | None):
+    """Run the block with CHECK as what `checkpoint()` calls (it raises to stop the job)."""
+    token = _INTERRUPT.set(check)
+    try:
+        yield
+    finally:
+        _INTERRUPT.reset(token)

@@ -10,7 +10,8 @@ while a long step runs, and sweeps for the jobs of workers that died (`jobs.swee
 such a job is retried once, then fails with "the worker stopped during the job".
 
 SIGTERM / SIGINT (docker stop, Ctrl-C) or the death of the parent (`--parent-pid`, the embedded
-workers of a dashboard): the running job stops at its next progress update, its state goes back to
+workers of a dashboard): the running job stops at its next stop check (`progress.checkpoint`: every
+batch of every Hessian-vector product, every grid point, every batch of a pass), its state goes back to
 queued and its message back into the queue, and the worker exits. The cache writes whole entries
 only, so nothing is half-written; the landscape analysis resumes a partly done grid from its
 cached points.
@@ -35,7 +36,7 @@ from .request import JobSpec, request_arguments
 
 
 class WorkerStopping(Exception):
-    """Raised inside a running job (at its next progress update) when the worker shuts down."""
+    """Raised inside a running job (at its next stop check) when the worker shuts down."""
 
 
 class JobSuperseded(Exception):
@@ -172,16 +173,23 @@ class Worker:
         self._save()
         last_check = [0.0]
 
-        def progress(done: float, total: float, message: str) -> None:
+        def interrupt() -> bool:
+            """Raise when the job must stop (shutdown, Cancel, another attempt); True when the
+            store was read (at most four round trips a second)."""
             if self.stopping.is_set() or self._parent_gone():
                 raise WorkerStopping()
             now = time.time()
-            if now - last_check[0] >= 0.25:  # at most four store round trips a second
-                last_check[0] = now
-                if self.records.get("cancel", job_id) is not None:
-                    raise JobCancelled()
-                if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
-                    raise JobSuperseded()
+            if now - last_check[0] < 0.25:
+                return False
+            last_check[0] = now
+            if self.records.get("cancel", job_id) is not None:
+                raise JobCancelled()
+            if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
+                raise JobSuperseded()
+            return True
+
+        def progress(done: float, total: float, message: str) -> None:
+            if interrupt():
                 self._save(done=float(done), total=float(total), message=str(message))
 
         try:
@@ -190,7 +198,7 @@ class Worker:
                 self._run_torchrun(spec, job_id)
                 from_cache = False
             else:
-                _, from_cache = run(spec, progress=progress)
+                _, from_cache = run(spec, progress=progress, interrupt=interrupt)
             self._save(state=DONE, finished=time.time(), from_cache=from_cache,
                        done=self._run.get("total") or 1.0, total=self._run.get("total") or 1.0, message="done")
         except WorkerStopping:

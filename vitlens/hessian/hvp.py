@@ -34,6 +34,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from .. import distributed
 from ..errors import VitlensError
+from ..progress import checkpoint
 from .loss import LossConfig, batch_loss, check_finite, cross_entropy, iter_batches, trainable_parameters
 
 ENGINES = ("auto", "double_backward", "recompute", "forward_over_reverse")
@@ -138,6 +139,7 @@ class HessianOperator:
             if self._graphs is None:
                 self._build_graphs()
             for grads in self._graphs:
+                checkpoint()  # a worker may stop the job here
                 self._accumulate(total, self._double_backward(grads, vs, retain=True, batched=batched), batched)
         elif self.engine == "recompute":
             for i, x, t in iter_batches(self.batches, self.config):
@@ -237,6 +239,7 @@ class StackedMinibatchHessians:
                 check_finite(batch_loss(model, x, t), f" on minibatch {b}")
 
     def matmat(self, V: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        checkpoint()  # a worker may stop the job here
         tangents = {k: part.reshape(len(rows), *shape)
                     for k, part, shape in zip(self.keys, torch.split(V, self.sizes, dim=1), self.shapes)}
         hv = vmap(self._hvp)(self.X[rows], self.T[rows], tangents)

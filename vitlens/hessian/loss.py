@@ -31,6 +31,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data import soft_targets
 from ..errors import VitlensError
+from ..progress import checkpoint
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def batch_seed(config: LossConfig, index: int) -> int:
 def iter_batches(batches: Iterable, config: LossConfig):
     """Yield (index, x, target), re-seeding the RNG first when in train mode (dropout, drop-path)."""
     for i, (x, t) in enumerate(batches):
+        checkpoint()  # a worker may stop the job here (each batch of each Hessian-vector product)
         if config.train_mode:
             torch.manual_seed(batch_seed(config, i))
         yield i, x, t

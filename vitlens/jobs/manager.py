@@ -64,8 +64,12 @@ class JobManager:
             if current is not None and current.active:
                 job = self.records.get("job", current.id)
                 job["requests"] = job.get("requests", 1) + 1
+                waiting = list(job.get("sessions") or [job.get("session", "")])
+                if session not in waiting:
+                    waiting.append(session)
+                job["sessions"] = waiting
                 self.records.put("job", current.id, job)
-                current.requests = job["requests"]
+                current.requests, current.sessions = job["requests"], waiting
                 return current
             active = [j for j in self.jobs() if j.active]
             if len(active) >= self.limits.total:
@@ -78,7 +82,7 @@ class JobManager:
             job_id = uuid.uuid4().hex[:12]
             priority = priority_of(spec, len(mine))
             record = dict(id=job_id, request=request, spec=spec.to_dict(), session=session, created=time.time(),
-                          requests=1, priority=priority)
+                          requests=1, priority=priority, sessions=[session])
             self.records.put("job", job_id, record)
             self.records.put("run", job_id, dict(state=QUEUED, message="waiting for a worker"))
             self.records.put("request", request, job_id)
@@ -138,11 +142,24 @@ class JobManager:
 
     # ---- cancel
 
-    def cancel(self, job_id: str) -> bool:
-        """Ask a job to stop; a queued job never starts, a running one stops at its next update."""
+    def cancel(self, job_id: str, session: str | None = None) -> bool:
+        """Withdraw SESSION's interest in a job; the job stops only when nobody is left waiting for it
+        (identical requests join one job). An admin (`VITLENS_ADMINS`), or SESSION None (the CLI, a
+        test), stops it at once. A queued job never starts; a running one stops at its next update.
+        False when the job has ended or SESSION is not waiting for it."""
         job = self.get(job_id)
         if job is None or not job.active:
             return False
+        if session is not None and not is_admin(session):
+            with self._lock:
+                record = self.records.get("job", job_id) or {}
+                waiting = list(record.get("sessions") or [record.get("session", "")])
+                if session not in waiting:
+                    return False  # another user's job: not theirs to stop
+                waiting.remove(session)
+                self.records.put("job", job_id, dict(record, sessions=waiting))
+            if waiting:
+                return True  # others still wait for it: it runs on for them
         self.records.put("cancel", job_id, time.time())
         if job.state == QUEUED:
             run = self.records.get("run", job_id) or {}
@@ -198,6 +215,12 @@ class JobManager:
 
     def close(self, timeout: float = 3.0) -> None:
         self.stop_workers(timeout)
+
+
+def is_admin(session: str) -> bool:
+    """SESSION is a signed-in address on `VITLENS_ADMINS` (comma-separated): it may stop any job."""
+    admins = {a.strip().lower() for a in os.environ.get("VITLENS_ADMINS", "").split(",") if a.strip()}
+    return session.startswith("user:") and session[len("user:"):] in admins
 
 
 _MANAGER: JobManager | None = None

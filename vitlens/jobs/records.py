@@ -34,7 +34,7 @@ REQUEUED_MESSAGE = "a worker took it and stopped before starting it; back in the
 
 
 class JobCancelled(Exception):
-    """Raised inside a running job (at its next progress update) when a user cancels it."""
+    """Raised inside a running job (at its next stop check) when the last user waiting for it cancels it."""
 
 
 def stale_after() -> float:
@@ -96,6 +96,7 @@ class Job:
     error: str | None = None
     from_cache: bool = False
     requests: int = 1  # how many submissions joined this job
+    sessions: list = field(default_factory=list)  # who is waiting for it (submitter and joiners, until they cancel)
     priority: int = 0
     worker: str | None = None
     heartbeat: float | None = None
@@ -131,6 +132,7 @@ class Job:
     def from_records(cls, job: dict, run: dict | None, cancelled: bool, stale_s: float) -> "Job":
         spec = JobSpec.from_dict(job["spec"])
         out = cls(id=job["id"], request=job["request"], spec=spec, session=job.get("session", ""),
+                  sessions=list(job.get("sessions") or [job.get("session", "")]),
                   created=job.get("created", 0.0), requests=job.get("requests", 1),
                   priority=job.get("priority", 0), cancel_requested=cancelled)
         run = run or {}

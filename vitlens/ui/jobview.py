@@ -108,7 +108,7 @@ def _progress(job_id: str) -> None:
     if job.state == QUEUED and not jobs.workers():
         st.caption("No worker has checked in yet: it is starting, or start one with `vitlens worker`.")
     if st.button("Cancel", key=f"cancel_{job_id}"):
-        jobs.cancel(job_id)
+        jobs.cancel(job_id, session=session_id())  # withdraws this user's request; others' keep it running
 
 
 def convention_caption(result: Result) -> str:
