@@ -80,3 +80,46 @@ def test_relabelled_tensors_file_is_recomputed(tmp_path):
     second, cached = run(spec)
     assert not cached
     assert first.meta["summary"]["accuracy"] + second.meta["summary"]["accuracy"] <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("fault", ["database or disk is full", "attempt to write a readonly database",
+                                   "disk I/O error"])
+def test_a_storage_fault_is_one_line_and_moves_nothing(tmp_path, monkeypatch, fault):
+    import sqlite3
+
+    import diskcache
+    folder = tmp_path / "c"
+    with ResultCache(folder) as cache:
+        cache.put("kept", _result())
+    database = (folder / "cache.db").stat().st_ino
+
+    def failing(self, *args, **kwargs):
+        raise sqlite3.OperationalError(fault)  # what SQLite says on a full disk / read-only mount / bad disk
+    monkeypatch.setattr(diskcache.Cache, "get", failing)
+    with pytest.raises(VitlensError, match=f"cannot be used \\({fault}; .* MiB free\\); nothing in it was moved"):
+        ResultCache(folder)
+    monkeypatch.undo()
+    assert (folder / "cache.db").stat().st_ino == database  # the same file, not moved aside
+    assert not list(folder.glob("cache.db.corrupt-*"))
+    with ResultCache(folder) as cache:
+        assert cache.get("kept") is not None  # every cached Result is still there
+
+
+def test_a_full_disk_while_storing_keeps_the_result_and_says_so(tmp_path, monkeypatch, caplog, capsys):
+    import sqlite3
+
+    import diskcache
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    from vitlens.cli import main
+    real_set = diskcache.Cache.set
+
+    def full(self, key, value, *args, **kwargs):
+        if str(key).startswith("result:"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_set(self, key, value, *args, **kwargs)
+    monkeypatch.setattr(diskcache.Cache, "set", full)
+    out = tmp_path / "v.csv"
+    assert main(["run", "variance", "--samples", "16", "--device", "cpu", "--out", str(out)]) == 0
+    assert out.is_file() and "not cached" in caplog.text and "database or disk is full" in caplog.text
+    assert (tmp_path / "cache" / "cache.db").is_file()
+    assert not list((tmp_path / "cache").glob("cache.db.corrupt-*"))

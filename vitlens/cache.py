@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import stat
 import time
@@ -239,9 +240,26 @@ def _secret(directory: Path) -> bytes:
     return path.read_bytes()
 
 
+# Only these mean the database file itself is damaged; a full disk, a read-only folder or an I/O
+# error leave it as it is (moving it aside would lose every cached Result for a passing fault).
+CORRUPT = ("file is not a database", "database disk image is malformed")
+
+
+def storage_error(directory: Path, error: BaseException) -> VitlensError:
+    """One line for a cache folder that cannot be read or written: the folder, the reason, the free space."""
+    try:
+        free = f"{shutil.disk_usage(directory).free / 2**20:,.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return VitlensError(f"the cache folder {directory} cannot be used ({reason}; {free}); nothing in it was "
+                        "moved or deleted")
+
+
 def _open_diskcache(directory: Path, size_limit: int) -> diskcache.Cache:
     """The diskcache, or a fresh one when its database is corrupt (the bad file is moved aside
-    with one warning: a corrupt cache must not take the dashboard and the CLI down)."""
+    with one warning: a corrupt cache must not take the dashboard and the CLI down). Any other
+    storage fault (a full disk, a read-only folder) is one line and moves nothing."""
     def open_it():
         # Settings are passed explicitly: those stored in the folder's database would win otherwise.
         cache = diskcache.Cache(str(directory), disk=DataOnlyDisk, size_limit=size_limit,
@@ -251,6 +269,8 @@ def _open_diskcache(directory: Path, size_limit: int) -> diskcache.Cache:
     try:
         return open_it()
     except sqlite3.DatabaseError as error:
+        if not any(marker in str(error).lower() for marker in CORRUPT):
+            raise storage_error(directory, error) from None
         database = directory / "cache.db"
         aside = directory / f"cache.db.corrupt-{int(time.time())}"
         for suffix in ("", "-wal", "-shm"):
@@ -259,6 +279,8 @@ def _open_diskcache(directory: Path, size_limit: int) -> diskcache.Cache:
         logger.warning("cache database %s is corrupt (%s); moved it to %s and started a fresh cache",
                        database, error, aside.name)
         return open_it()
+    except OSError as error:  # the folder cannot be written (read-only mount, permissions)
+        raise storage_error(directory, error) from None
 
 
 def _check_key(key: Any) -> str:
@@ -316,9 +338,12 @@ class ResultCache:
                                f"({self.size_limit / 2**20:.1f} MiB); raise VITLENS_CACHE_SIZE")
         # One set per entry: diskcache writes the value file before the row, so readers never see
         # half a Result. The index is written second; ls() tolerates a missing one.
-        self._cache.set(_RESULT_PREFIX + key, blob)
         record = {**_json_safe(info or {}), "key": key, "size": len(blob), "created": time.time()}
-        self._cache.set(_INDEX_PREFIX + key, json.dumps(record, sort_keys=True))
+        try:
+            self._cache.set(_RESULT_PREFIX + key, blob)
+            self._cache.set(_INDEX_PREFIX + key, json.dumps(record, sort_keys=True))
+        except (sqlite3.DatabaseError, OSError) as error:  # a full disk, a read-only folder: one line
+            raise storage_error(self.directory, error) from None
 
     def get_or_compute(self, key: str, compute: Callable[[], Result],
                        info: dict | None = None) -> tuple[Result, bool]:
@@ -327,7 +352,10 @@ class ResultCache:
         if cached is not None:
             return cached, True
         result = compute()
-        self.put(key, result, info)  # only reached when compute returned normally
+        try:
+            self.put(key, result, info)  # only reached when compute returned normally
+        except VitlensError as error:  # the Result is not lost because the disk is full: say so, return it
+            logger.warning("not cached: %s", error)
         return result, False
 
     def delete(self, key: str) -> bool:
