@@ -146,8 +146,7 @@ def wait_for(at, condition, timeout=60):
 def test_unknown_timm_model_shows_error_then_recovers():
     at = open_page("pages/4_Feature_variance.py", {"model": "timm:no_such_net_xyz"}, wait_for_chart=False)
     assert at.sidebar.text_input(key="w_timm_name").value == "no_such_net_xyz"
-    at.button(key="run_variance").click().run()  # a non-demo model waits for Run
-    wait_for(at, lambda a: a.error)
+    wait_for(at, lambda a: a.error)  # sized before any job: the page says so at once, no Run needed
     assert any("unknown timm model" in e.value for e in at.error), [e.value for e in at.error]
     at.sidebar.selectbox(key="w_model_choice").set_value("demo_resnet").run()
     wait_for(at, lambda a: a.get("plotly_chart"))

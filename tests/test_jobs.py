@@ -46,9 +46,12 @@ def test_submit_runs_in_the_worker_and_identical_requests_join(jobs):
     assert jobs.find(spec(seed=11)).id == first.id
 
 
-def test_failure_is_one_line_and_next_job_works(jobs):
-    bad = jobs.wait(jobs.submit(spec(model="timm:no_such_net")), timeout=120)
-    assert bad.state == FAILED and "unknown timm model" in bad.error and "\n" not in bad.error
+def test_failure_is_one_line_and_next_job_works(jobs, tmp_path):
+    with pytest.raises(VitlensError, match="unknown timm model"):  # sized before queueing: never queued
+        jobs.submit(spec(model="timm:no_such_net"))
+    assert jobs.pending() == 0
+    bad = jobs.wait(jobs.submit(spec(dataset=f"tensors:{tmp_path / 'missing.npz'}")), timeout=120)
+    assert bad.state == FAILED and "not found" in bad.error and "\n" not in bad.error
     good = jobs.wait(jobs.submit(spec(seed=12)), timeout=120)
     assert good.state == DONE, good.error
 

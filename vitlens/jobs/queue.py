@@ -142,7 +142,9 @@ class Queue:
     def __init__(self, location: str | None = None):
         """LOCATION: a user's form (`resolve_location`), a resolved SQLite path, or None (the
         configured queue). An unreachable Redis or an unwritable SQLite folder is one line."""
-        if location is None or "://" in location or location == "sqlite":
+        if location is None:
+            location = queue_location()
+        elif "://" in location or location == "sqlite":
             location = resolve_location(location)
         self.location = location
         if is_redis(self.location):
