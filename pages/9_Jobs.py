@@ -5,6 +5,7 @@ import streamlit as st
 from vitlens import ui
 from vitlens.jobs import manager
 from vitlens.jobs.manager import is_admin
+from vitlens.jobs.queue import recovery_note
 
 ui.page("Jobs", "Computations run in worker processes (`vitlens worker`, one job at a time each) that take "
         "jobs from a shared queue; identical requests share one job, quick analyses go first. Jobs survive a "
@@ -21,6 +22,9 @@ def table():
                   if workers else " (one is starting, or start `vitlens worker`)")
                + f" · limits: {jobs.limits.per_session} jobs per user (a browser, or a signed-in address), "
                  f"{jobs.limits.total} in all")
+    note = recovery_note(jobs.queue.storage)
+    if note:
+        st.warning(note)
     listed = jobs.jobs()
     if not listed:
         st.info("No jobs yet on this queue.")

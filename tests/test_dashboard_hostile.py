@@ -90,3 +90,23 @@ def test_a_misconfigured_queue_is_one_line_not_a_traceback(name, monkeypatch):
     shown = at.error[0].value.replace("\\", "")  # the line is escaped as Markdown; shown as typed
     assert name in shown and "misconfigured" in shown
     assert not at.get("plotly_chart")
+
+
+def test_a_corrupt_queue_database_is_moved_aside_with_one_line(tmp_path, monkeypatch):
+    """A truncated or overwritten jobs.db: the worker and the pages start a fresh queue with one line
+    (the worker's log, the Jobs page) instead of an exception."""
+    import subprocess
+    import sys
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(cache))
+    (cache / "queue").mkdir(parents=True, mode=0o700)
+    cache.chmod(0o700)
+    (cache / "queue" / "jobs.db").write_bytes(b"not a database " * 300)
+    out = subprocess.run([sys.executable, "-m", "vitlens", "worker", "--once"], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=dict(__import__("os").environ, VITLENS_CACHE_DIR=str(cache)))
+    assert out.returncode == 0 and "was corrupt (file is not a database)" in out.stderr, out.stderr
+    assert len(list((cache / "queue").glob("jobs.db.corrupt-*"))) == 1
+    (cache / "queue" / "jobs.db").write_bytes(b"garbage again " * 300)  # and once more, under the dashboard
+    at = _open({}, page="pages/9_Jobs.py")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("was corrupt" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from huey.registry import Message
 from huey.storage import PriorityRedisStorage, SqliteStorage
 
 from ..analyses import LANES, get_analysis
-from ..cache import _ensure_private_dir, cache_dir
+from ..cache import CORRUPT, _ensure_private_dir, cache_dir
 from ..errors import VitlensError
 from ..request import JobSpec
 
@@ -98,6 +101,35 @@ def message_args(message: Message) -> tuple[str, str, int]:
     return args[0], args[1], args[2]
 
 
+RECOVERED_KEY = "vitlens:recovered:queue"
+
+
+def _move_aside(path: Path, error: Exception) -> str:
+    """Move a corrupt SQLite queue (and its -wal/-shm) aside; one line in the log. Its queued jobs are
+    lost (their Results, if any, are in the cache); a fresh queue starts."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{path}{suffix}").exists():
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    print(f"vitlens: the queue database {path} was corrupt ({error}); moved it to {aside.name} and started a "
+          "fresh queue: the jobs queued in it are lost (press Run again)", file=sys.stderr, flush=True)
+    return str(aside)
+
+
+def recovery_note(storage) -> str | None:
+    """One line for the Jobs page when the queue was recovered from a corrupt database."""
+    raw = storage.peek_data(RECOVERED_KEY)
+    try:
+        note = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(note, dict):
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(note.get("time", 0)))
+    return (f"The queue's database was corrupt on {when} and was moved to {Path(str(note.get('moved_to'))).name}; "
+            "the jobs queued in it then were lost (press Run again on their pages).")
+
+
 def _ping(url: str) -> None:
     """One line when the Redis server at URL cannot be reached (instead of a worker that idles)."""
     import redis  # deferred: only a Redis queue needs the client
@@ -160,8 +192,22 @@ class Queue:
                                    "use a writable folder (sqlite://PATH)") from None
             if not os.access(path, os.R_OK | os.W_OK):
                 raise VitlensError(f"the queue file {path} is not readable and writable")
+        self.recovered: str | None = None  # where a corrupt queue database was moved, this time
+        try:
+            self._open_lanes()
+        except sqlite3.DatabaseError as error:
+            if is_redis(self.location) or not any(marker in str(error).lower() for marker in CORRUPT):
+                raise VitlensError(f"the queue at {self.location} cannot be used ({error})") from None
+            self.recovered = _move_aside(Path(self.location), error)
+            self._open_lanes()
+            self.storage.put_data(RECOVERED_KEY, json.dumps(
+                {"moved_to": self.recovered, "time": time.time(), "reason": str(error)}).encode())
+
+    def _open_lanes(self) -> None:
         self.lanes = {lane: Lane(lane, self._storage(STORE_NAMES[lane])) for lane in LANES}
         self.storage = self.lanes["heavy"].storage
+        for lane in self.lanes.values():
+            lane.count()  # reads the database: a corrupt file fails here, not in the first job
 
     def _storage(self, name: str):
         if is_redis(self.location):
