@@ -55,7 +55,10 @@ def result_or_job(spec: JobSpec, autorun: bool | None = None):
     none exists, or when a finished job's Result has since been evicted from the cache. A request
     over the server's limits comes back as a failed job with the one-line reason (nothing queued)."""
     request = request_of(spec)
-    result = cached_result(spec, request=request)
+    try:
+        result = cached_result(spec, request=request)
+    except VitlensError as err:  # the cache folder cannot be used (full disk, read-only): one line, no box
+        return None, _refused(spec, err)
     if result is not None:
         return result, None
     job = manager().find(spec, request)
