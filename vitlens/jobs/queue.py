@@ -118,9 +118,11 @@ def _move_aside(path: Path, error: Exception) -> str:
 
 def recovery_note(storage) -> str | None:
     """One line for the Jobs page when the queue was recovered from a corrupt database."""
-    raw = storage.peek_data(RECOVERED_KEY)
+    raw = storage.peek_data(RECOVERED_KEY)  # huey's EmptyData marker when there is none
+    if not isinstance(raw, (bytes, str)) or not raw:
+        return None
     try:
-        note = json.loads(raw) if raw else None
+        note = json.loads(raw)
     except ValueError:
         return None
     if not isinstance(note, dict):
