@@ -287,3 +287,41 @@ def test_sigterm_and_cancel_stop_a_long_hessian_step_within_seconds(home, what):
         stop(worker)
     assert cancelled < 10.0, cancelled
     print(f"{what}: SIGTERM stopped the worker in {stopped:.2f} s, Cancel in {cancelled:.2f} s")
+
+
+LONG = dict(model="timm:resnet18", model_args={"num_classes": 10}, split="train", samples=1000, batch_size=1)
+LONG_JOBS = {  # each runs for half a minute or more on 2 cores
+    "evaluate": {}, "variance": {}, "fourier": {}, "lesion": {}, "noise": {}, "cka": {},
+    "landscape": {"grid": 21}, "findings": {"models": "timm:resnet18", "minibatches": 8},
+}
+
+
+def test_cancel_stops_every_analysis_within_seconds_and_sigterm_a_nested_request(home):
+    """Cancel acts at the next stop check of every analysis (each batch, grid point, sub-request's
+    update); SIGTERM stops a findings request inside one of its sub-requests."""
+    tmp, env = home
+    jobs = JobManager(embedded_workers=0)
+    worker = start_worker(env, "w", tmp)
+    took = {}
+    try:
+        for seed, (analysis, params) in enumerate(LONG_JOBS.items()):
+            job = jobs.submit(spec(**LONG, analysis=analysis, seed=100 + seed, params=params))
+            wait_until(lambda: jobs.get(job.id).state == RUNNING, 120, f"{analysis} to start")
+            time.sleep(1.5)
+            start = time.perf_counter()
+            assert jobs.cancel(job.id)
+            wait_until(lambda: not jobs.get(job.id).active, 60, f"{analysis} to stop")
+            took[analysis] = time.perf_counter() - start
+            assert jobs.get(job.id).state == "cancelled", (analysis, jobs.get(job.id).error)
+        job = jobs.submit(spec(**LONG, analysis="findings", seed=200, params=LONG_JOBS["findings"]))
+        wait_until(lambda: jobs.get(job.id).state == RUNNING, 120, "findings to start")
+        time.sleep(2.0)
+        start = time.perf_counter()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        took["findings (SIGTERM)"] = time.perf_counter() - start
+    finally:
+        stop(worker)
+    assert jobs.get(job.id).state == QUEUED
+    print("stop latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in took.items()))
+    assert max(took.values()) < 10.0, took

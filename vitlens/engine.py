@@ -33,7 +33,7 @@ from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
 from .models.registry import check_model_args, list_models
 from .models.sizing import size_model
-from .progress import Progress, ProgressCallback, cli_progress, interruptible
+from .progress import Progress, ProgressCallback, cli_progress, current_interrupt, interruptible
 from .request import JobSpec
 from .result import Result
 
@@ -218,7 +218,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
                       runner=lambda sub: run(sub, cache=cache)[0],  # sub-results are cached even under --no-cache
                       partials=partials, builder=build_model)
         try:
-            with interruptible(interrupt):
+            with interruptible(interrupt or current_interrupt()):  # a sub-request keeps its caller's
                 result = analysis.fn(ctx, params)
         finally:
             for opened_cache in opened:

@@ -33,6 +33,7 @@ class Progress:
         return elapsed / self.done * (self.total - self.done)
 
     def update(self, steps: float = 1.0, message: str = "") -> None:
+        checkpoint()  # every progress update is also a stop point (a findings sub-request's too)
         self.done = min(self.done + steps, self.total)
         if self.callback is not None:
             self.callback(self.done, self.total, message or self.desc)
@@ -74,6 +75,11 @@ def checkpoint() -> None:
     check = _INTERRUPT.get()
     if check is not None:
         check()
+
+
+def current_interrupt() -> Callable[[], None] | None:
+    """The stop check in force (a sub-request run inside a job keeps it)."""
+    return _INTERRUPT.get()
 
 
 @contextmanager

@@ -39,6 +39,7 @@ from torch.func import functional_call, vmap
 
 from ..device import seconds
 from ..errors import VitlensError
+from ..progress import checkpoint
 from .offsets import L2_KINDS, WeightOffsets, l2_term
 from .samples import Samples, per_sample_nll
 
@@ -172,6 +173,7 @@ class PointEvaluator:
         finite = torch.ones(P, dtype=torch.bool, device=device)
         n = 0
         for x, target, label in batches:
+            checkpoint()  # a worker may stop the job here (each batch of each grid point)
             logits = logits_of(moved, x)  # (P, B, classes)
             nll = per_sample_nll(logits.flatten(0, 1), target.repeat(P, *[1] * (target.dim() - 1)))
             nll = nll.view(P, -1).double()
@@ -255,6 +257,7 @@ class PointEvaluator:
         estimate = (math.nan, math.nan, 0.0)
         passed = 0  # consecutive checks that met the tolerance
         for b, (x, target, label) in enumerate(self.samples.batches):
+            checkpoint()  # a worker may stop the job here
             logits = self.model(x)
             nll = per_sample_nll(logits, target).double()
             correct = (logits.argmax(dim=1) == label).double()
