@@ -109,6 +109,12 @@ def test_timm_resnet_channels_are_an_architecture_argument(capsys):
     code, _ = run_cli(["run", "evaluate", "--model", "timm:resnet18", "--model-args",
                        '{"channels": [8, 16, 32, 64], "num_classes": 10}', *SMALL], capsys)
     assert code == 0
+    resnext = {"layers": [1, 1, 1, 1], "cardinality": 4, "base_width": 4, "num_classes": 10}  # a tiny ResNeXt
+    assert size_model("timm:resnet50", resnext).params == sum(
+        p.numel() for p in load_model("timm:resnet50", **resnext).parameters())
+    code, line = run_cli(["run", "evaluate", "--model", "timm:resnet50", "--model-args",
+                          json.dumps(dict(resnext, cardinality=1000)), *SMALL], capsys)
+    assert code == 2 and "cardinality" in line
 
 
 # ----------------------------------------------------------------------------- weights and data

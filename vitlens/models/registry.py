@@ -108,7 +108,14 @@ ARCHITECTURE_ARGS = frozenset({
     "qkv_bias", "qk_norm", "window_size", "depths", "heads", "widths", "msa", "head_dim", "window", "stride",
     "base_dims", "drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "global_pool",
     "class_token", "no_embed_class", "reg_tokens", "stem_width", "stem_type", "block", "layers", "stem",
-    "output_stride", "dims", "width", "pretrained", "init_values", "layer_scale_init_value", "channels"})
+    "output_stride", "dims", "width", "pretrained", "init_values", "layer_scale_init_value", "channels",
+    # checked against timm's constructors (ResNet/ResNeXt, VisionTransformer, Swin, PiT, ConvNeXt): every
+    # argument that only shapes the architecture; layers, init schemes and devices stay out
+    "cardinality", "base_width", "replace_stem_pool", "block_reduce_first", "down_kernel_size", "avg_down",
+    "drop_block_rate", "proj_bias", "pos_embed", "pre_norm", "final_norm", "fc_norm", "pool_include_prefix",
+    "dynamic_img_size", "dynamic_img_pad", "pos_drop_rate", "patch_drop_rate", "always_partition",
+    "strict_img_size", "distilled", "kernel_sizes", "ls_init_value", "head_hidden_size", "conv_mlp", "conv_bias",
+    "use_grn", "head_norm_first", "norm_eps"})
 MAX_CLASSES = 25000  # above ImageNet-21k's 21,843: a typo, not a model (a team server caps lower: jobs.Limits)
 MAX_IMG_SIZE = 2048
 

@@ -54,6 +54,9 @@ ARG_BOUNDS = {
     "patch_size": Bound(1, 256), "in_chans": Bound(1, 64), "window_size": Bound(1, 256), "window": Bound(1, 256),
     "stride": Bound(1, 64), "reg_tokens": Bound(0, 64), "output_stride": Bound(8, 32),
     "drop_rate": RATE, "drop_path_rate": RATE, "attn_drop_rate": RATE, "proj_drop_rate": RATE,
+    "pos_drop_rate": RATE, "patch_drop_rate": RATE, "drop_block_rate": RATE,
+    "cardinality": Bound(1, 256), "base_width": WIDTH, "head_hidden_size": WIDTH, "kernel_sizes": Bound(1, 31),
+    "down_kernel_size": Bound(1, 31),
 }
 MAX_PARAMS = Bound(1, 1e9, "VITLENS_MAX_PARAMS")
 MAX_TOTAL_DEPTH = 256  # blocks over all stages (a list of depths)
