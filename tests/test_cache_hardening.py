@@ -82,7 +82,7 @@ def test_relabelled_tensors_file_is_recomputed(tmp_path):
     assert first.meta["summary"]["accuracy"] + second.meta["summary"]["accuracy"] <= 1.0 + 1e-9
 
 
-@pytest.mark.parametrize("fault", ["database or disk is full", "attempt to write a readonly database",
+@pytest.mark.parametrize("fault", ["database or disk is full", "unable to open database file",
                                    "disk I/O error"])
 def test_a_storage_fault_is_one_line_and_moves_nothing(tmp_path, monkeypatch, fault):
     import sqlite3
@@ -123,3 +123,29 @@ def test_a_full_disk_while_storing_keeps_the_result_and_says_so(tmp_path, monkey
     assert out.is_file() and "not cached" in caplog.text and "database or disk is full" in caplog.text
     assert (tmp_path / "cache" / "cache.db").is_file()
     assert not list((tmp_path / "cache").glob("cache.db.corrupt-*"))
+
+
+def test_a_read_only_cache_folder_serves_what_it_holds_and_refuses_new_results(tmp_path, monkeypatch, capsys):
+    """A read-only mount (simulated: SQLite refuses to write, as it does there) keeps serving every
+    cached Result, through the CLI and the pages; a new computation is refused with one line before it
+    runs, and nothing in the folder is moved or deleted."""
+    import sqlite3
+
+    import diskcache
+    from vitlens.cli import main
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", "variance", "--samples", "16", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+
+    def readonly(self, *args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+    monkeypatch.setattr(diskcache.Cache, "__init__", readonly)
+    with ResultCache() as cache:
+        assert cache.read_only and len(cache.ls()) == 1
+    assert main(["run", "variance", "--samples", "16", "--device", "cpu"]) == 0  # served
+    assert "from cache" in capsys.readouterr().err
+    assert main(["run", "variance", "--samples", "17", "--device", "cpu"]) == 2  # new: refused before computing
+    assert "is read-only" in capsys.readouterr().err
+    assert main(["cache", "ls"]) == 0 and "1 entries" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == files

@@ -283,6 +283,56 @@ def _open_diskcache(directory: Path, size_limit: int) -> diskcache.Cache:
         raise storage_error(directory, error) from None
 
 
+READ_ONLY_MARKERS = ("readonly", "read-only", "read only")
+
+
+class ReadOnlyStore:
+    """The cache's database read without writing anything (a read-only folder or mount): the
+    dashboard keeps serving what is cached while new Results are refused with one line. Reads go
+    through SQLite's read-only, immutable mode; values as diskcache stores them (inline, or in a file
+    under the folder); a pickled value is refused as always."""
+
+    def __init__(self, directory: Path, reason: str):
+        self.directory, self.reason = directory, reason
+        uri = f"file:{directory / 'cache.db'}?mode=ro&immutable=1"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self._db.execute("SELECT 1 FROM Cache LIMIT 1")  # a folder without a cache database fails here
+
+    def get(self, key: str, default=None):
+        row = self._db.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                               (key,)).fetchone()
+        if row is None:
+            return default
+        mode, filename, value = row
+        if mode == diskcache.core.MODE_PICKLE:
+            raise UnsafeEntry("entry is a pickle")
+        if filename:  # a large value lives in its own file
+            data = (self.directory / filename).read_bytes()
+            return data.decode() if mode == diskcache.core.MODE_TEXT else data
+        return bytes(value) if isinstance(value, memoryview) else value
+
+    def iterkeys(self):
+        return (k for (k,) in self._db.execute("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid"))
+
+    def __contains__(self, key) -> bool:
+        return self.get(key) is not None
+
+    def refuse(self, *args, **kwargs):
+        raise VitlensError(f"the cache folder {self.directory} is read-only ({self.reason}): cached Results are "
+                           "served, new ones cannot be stored")
+
+    set = clear = cull = refuse
+
+    def delete(self, key) -> bool:
+        return False  # a bad entry stays where it is (it is skipped when read, as always)
+
+    def volume(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        self._db.close()
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise VitlensError(f"cache key must be a non-empty string, got {key!r}")
@@ -301,7 +351,14 @@ class ResultCache:
             size_limit = os.environ.get("VITLENS_CACHE_SIZE") or DEFAULT_SIZE_LIMIT
         self.size_limit = parse_size(size_limit)
         self._secret = _secret(self.directory)
-        self._cache = _open_diskcache(self.directory, self.size_limit)
+        self.read_only = False
+        try:
+            self._cache = _open_diskcache(self.directory, self.size_limit)
+        except VitlensError as error:  # a read-only folder: serve what is there, refuse new Results
+            if not any(m in str(error).lower() for m in READ_ONLY_MARKERS) or not (self.directory / "cache.db").is_file():
+                raise
+            self._cache = ReadOnlyStore(self.directory, str(error).split("(", 1)[-1].split(";")[0])
+            self.read_only = True
 
     # ---- results
 
@@ -351,6 +408,8 @@ class ResultCache:
         cached = self.get(key)
         if cached is not None:
             return cached, True
+        if self.read_only:  # nothing new can be stored: refuse before computing
+            self._cache.refuse()
         result = compute()
         try:
             self.put(key, result, info)  # only reached when compute returned normally
@@ -372,6 +431,8 @@ class ResultCache:
     def set_alias(self, alias: str, key: str) -> None:
         """Remember that request ALIAS produced the Result under KEY, so a page can show a
         computed Result at once without rebuilding the model to fingerprint its weights."""
+        if self.read_only:
+            return  # served from a read-only folder: nothing to remember
         self._cache.set(_ALIAS_PREFIX + _check_key(alias), json.dumps({"key": _check_key(key)}))
 
     def get_by_alias(self, alias: str) -> Result | None:

@@ -28,7 +28,7 @@ import threading
 import time
 
 from .analyses import LANES, get_analysis
-from .engine import run
+from .engine import cached_result, run
 from .errors import VitlensError
 from .jobs import (CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, JobCancelled, Queue, Records, env_number,
                    message_args, stale_after, sweep_lost_jobs)
@@ -199,6 +199,9 @@ class Worker:
                 from_cache = False
             else:
                 _, from_cache = run(spec, progress=progress, interrupt=interrupt)
+                if cached_result(spec) is None:  # a full disk: the page could never show it, so say so
+                    raise VitlensError("the Result was computed but the cache could not store it (a full disk?); "
+                                       "see the worker's log, free space and press Try again")
             self._save(state=DONE, finished=time.time(), from_cache=from_cache,
                        done=self._run.get("total") or 1.0, total=self._run.get("total") or 1.0, message="done")
         except WorkerStopping:
