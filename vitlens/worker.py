@@ -173,23 +173,27 @@ class Worker:
         self._save()
         last_check = [0.0]
 
-        def interrupt() -> bool:
-            """Raise when the job must stop (shutdown, Cancel, another attempt); True when the
-            store was read (at most four round trips a second)."""
+        last_save = [0.0]
+
+        def interrupt() -> None:
+            """Raise when the job must stop (shutdown, Cancel, another attempt); the store is read at
+            most four times a second."""
             if self.stopping.is_set() or self._parent_gone():
                 raise WorkerStopping()
             now = time.time()
             if now - last_check[0] < 0.25:
-                return False
+                return
             last_check[0] = now
             if self.records.get("cancel", job_id) is not None:
                 raise JobCancelled()
             if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
                 raise JobSuperseded()
-            return True
 
         def progress(done: float, total: float, message: str) -> None:
-            if interrupt():
+            interrupt()
+            now = time.time()
+            if now - last_save[0] >= 0.25:  # at most four progress writes a second
+                last_save[0] = now
                 self._save(done=float(done), total=float(total), message=str(message))
 
         try:
