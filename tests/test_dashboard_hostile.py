@@ -110,3 +110,30 @@ def test_a_corrupt_queue_database_is_moved_aside_with_one_line(tmp_path, monkeyp
     at = _open({}, page="pages/9_Jobs.py")
     assert not at.exception, [e.value for e in at.exception]
     assert any("was corrupt" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+LINKS = [  # (page, query, what the one line says) from the hostile sweep (#25)
+    ("pages/6_Noise_robustness.py", {"frequencies": "[0.25,0.5]"}, None),  # a list: drawn, no TypeError
+    ("pages/6_Noise_robustness.py", {"frequencies": "[" + ",".join(["0.5"] * 5000) + "]"}, "at most 256"),
+    ("pages/4_Feature_variance.py", {"model_args": '{"[Session expired: sign in again](https://evil.example/login)":1}'},
+     "is not an architecture argument"),
+    ("pages/4_Feature_variance.py", {"model": "timm:![x](http://127.0.0.1:9/landing.png)"}, "is not a valid value"),
+    ("pages/4_Feature_variance.py", {"model": "<script>alert(1)</script>"}, "is not a valid value"),
+    ("pages/4_Feature_variance.py", {"model_args": '{"depth": 1000000}', "model": "demo_vit"}, "VITLENS_MAX_DEPTH"),
+    ("pages/4_Feature_variance.py", {"seed": "-5"}, "at least 0"),
+]
+
+
+@pytest.mark.parametrize("page,query,says", LINKS, ids=[f"{i}" for i in range(len(LINKS))])
+def test_hostile_links_are_one_escaped_line(page, query, says):
+    at = _open(query, page=page)
+    assert not at.exception, [e.value for e in at.exception]
+    lines = [e.value for e in at.error] + [w.value for w in at.sidebar.warning]
+    if says is None:
+        assert not at.error, lines
+        return
+    shown = [line.replace("\\", "") for line in lines]
+    assert any(says in line for line in shown), lines
+    import re
+    for line in lines:  # a user's value never renders as a link, an image or HTML: every mark is escaped
+        assert not re.search(r"(?<!\\)\]\(", line) and not re.search(r"(?<!\\)<script", line), line
