@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..analyses import get_analysis
 from ..errors import VitlensError
-from ..figures import FORMATS, figures, save
+from ..figures import FORMATS, declared, figures, save
 from ..reference import list_references, reference
 from ..request import parse_request
 from ..result import Result
@@ -47,8 +47,7 @@ def write_outputs(result: Result, args) -> None:
     if args.figures:
         folder = Path(args.figures)
         folder.mkdir(parents=True, exist_ok=True)
-        declared = get_analysis(result.meta["analysis"]).figures_for(result.meta.get("params") or {})
-        for k, (fig, how) in enumerate(zip(figures(result, captioned=True), declared), start=1):
+        for k, (fig, how) in enumerate(zip(figures(result, captioned=True), declared(result)), start=1):
             path = folder / f"{result.meta['analysis']}_{k:02d}_{how.plot}.{args.figure_format}"
             write_or_say(lambda: save(fig, path), path, "--figures")
             print(f"wrote {path}", file=sys.stderr)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, fields
 from ..analyses import get_analysis, list_analyses
 from .. import budget
 from ..errors import VitlensError
-from ..models.registry import check_model_args
-from ..models.sizing import size_model
 from ..options import Limit, Option
 from ..request import MODEL_ARG_LIMITS, REQUEST_OPTIONS, JobSpec
 
@@ -60,8 +58,7 @@ class Limits:
     def check(self, spec: JobSpec) -> None:
         """Raise a one-line VitlensError when SPEC asks for more than a shared server allows (its
         values, and the model's size: a build on the meta device, no memory)."""
-        size_model(spec.model, check_model_args(spec.model_args or {}))
-        budget.check(spec)  # this host's free memory, or VITLENS_MAX_MEMORY (set it when workers run elsewhere)
+        budget.check(spec)  # sizes the model on the meta device, then this host's free memory or VITLENS_MAX_MEMORY
         for option in REQUEST_OPTIONS:
             value = getattr(spec, option.name)
             if option.limit and isinstance(value, (int, float)) and value > limit_value(option.limit):

@@ -10,9 +10,8 @@ import streamlit as st
 from ..analyses import get_analysis
 from ..engine import cached_result, request_id
 from ..errors import VitlensError
-from ..figures import declared
+from ..figures import figures
 from ..jobs import CANCELLED, DONE, FAILED, QUEUED, Job, manager
-from .. import plots
 from ..request import JobSpec
 from ..result import Result
 from .identity import require_sign_in, session_id
@@ -146,7 +145,7 @@ def page(title: str, caption: str) -> None:
 
 def draw_figures(result: Result) -> None:
     """RESULT's declared figures, side by side when there are two."""
-    drawn = [getattr(plots, f.plot)(result, **f.params) for f in declared(result)]
+    drawn = figures(result)
     slots = st.columns(2) if len(drawn) == 2 else [st.container() for _ in drawn]
     for slot, fig in zip(slots, drawn):
         slot.plotly_chart(fig, width="stretch")
