@@ -16,7 +16,7 @@ time-out is written into the report and the run goes on):
         one HVP per engine, and whether a double backward runs through timm's fused attention;
       - top-5 on one batch (64): vitlens Lanczos (residual stop, the default; gap-aware stop) vs PyHessian
         `eigenvalues(top_n=5)` on the same device, errors against a tight Lanczos reference;
-      - spectrum: `max_eigenvalue_spectrum` on minibatches of 16 with together = 1, 4, 16, 64
+      - spectrum: `max_eigenvalue_spectrum` on minibatches of 16 with together = 1, 4, 16
         (seconds per minibatch, GPU peak memory), `auto_together`'s choice, PyHessian per minibatch;
   * projection: the paper's spectrum (10% of CIFAR-100's train set: 313 minibatches of 16, top-5)
     from the measured seconds per minibatch;
@@ -78,11 +78,13 @@ def test_targets(targets: list[str]) -> list[str]:
     return out
 
 FULL = dict(models=["vit_ti_cifar", "resnet50_cifar"], model_kwargs=dict(num_classes=100), size=32, classes=100,
-            batch=64, minibatch=16, together=[1, 4, 16, 64], spectrum_minibatches=16, k=5, pyhessian_iter=100,
+            batch=64, minibatch=16, together=[1, 4, 16], spectrum_minibatches=8, k=5, pyhessian_iter=100,
             reps=3, budget=420.0, ref_tol=1e-6,
             ref_steps=100, landscape_samples=1024, landscape_batch=256, points=[1, 4, 16], feature_samples=1024,
-            feature_batch=256, caps=dict(env=15, tests=75, hvp=20, top5=50, spectrum=55, landscape=15,
+            feature_batch=256, caps=dict(env=15, tests=60, hvp=15, top5=45, spectrum=75, landscape=25,
                                          features=10))
+# (caps from the first H200 run, 2026-12-04: one together-row of 16 minibatches took 23-35 s, so 64 never ran;
+# the landscape section needed more than 15 s to reach the points_per_pass choice)
 QUICK = dict(models=["demo_vit", "demo_resnet"], model_kwargs=dict(), size=32, classes=10, batch=4, minibatch=2,
              together=[1, 2], spectrum_minibatches=2, k=2, pyhessian_iter=10, reps=1, budget=120.0, ref_tol=1e-4,
              ref_steps=40, landscape_samples=32, landscape_batch=16, points=[1, 2], feature_samples=16,
@@ -204,6 +206,23 @@ def build(name: str, cfg: dict, device):
 # ----------------------------------------------------------------------------- sections
 
 
+def tf32_cost(model, cfg: dict, device) -> str:
+    """What measuring in float32 costs (vitlens.device.full_precision): a forward pass with cuDNN's
+    default TF32 convolutions against one without, interleaved, medians."""
+    x = torch.randn(cfg["feature_batch"], 3, cfg["size"], cfg["size"], device=device)
+    conv = torch.backends.cudnn.conv
+    times: dict = {"tf32": [], "ieee": []}
+    with torch.no_grad():
+        for _ in range(4):
+            for mode in times:
+                conv.fp32_precision = mode
+                times[mode].append(median_time(lambda: model(x), 5)[0])
+    conv.fp32_precision = "ieee"
+    tf32, ieee = (statistics.median(times[m]) for m in ("tf32", "ieee"))
+    return (f"forward pass of {len(x)}: {tf32 * 1e3:.2f} ms with TF32 convolutions, {ieee * 1e3:.2f} ms in float32 "
+            f"(vitlens measures in float32: {ieee / tf32:.2f}x)")
+
+
 def part_env(lines: list, device, args) -> None:
     lines += ["| item | value |", "|---|---|"]
     rows = [("mode", "quick (CPU smoke run)" if args.quick else "full (paper scale)"), ("device", str(device)),
@@ -215,8 +234,8 @@ def part_env(lines: list, device, args) -> None:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         rows += [("GPU", f"{props.name}, {props.total_memory / 2 ** 30:.0f} GiB, {props.multi_processor_count} SMs"),
-                 ("TF32 matmul / cuDNN",
-                  f"{torch.backends.cuda.matmul.allow_tf32} / {torch.backends.cudnn.allow_tf32}")]
+                 ("float32 precision, matmul / cuDNN conv (anchors and vitlens alike)",
+                  f"{torch.backends.cuda.matmul.fp32_precision} / {torch.backends.cudnn.conv.fp32_precision}")]
         a = torch.randn(4096, 4096, device=device)
         t, _ = median_time(lambda: a @ a, 5)
         rows.append(("fp32 4096^3 matmul", f"{t * 1e3:.2f} ms ({2 * 4096 ** 3 / t / 1e12:.1f} TFLOP/s)"))
@@ -496,6 +515,8 @@ def main(argv=None) -> int:
     parser.add_argument("--setup-note", default=os.environ.get("GPU_CHECK_SETUP_NOTE"))
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    # vitlens measures in float32 (device.full_precision); the anchors (plain passes, PyHessian) too
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = dict(QUICK if args.quick else FULL)
@@ -526,6 +547,8 @@ def main(argv=None) -> int:
             model, label, classes = build(name, cfg, device)
             built.append((model, classes))
             lines.append(label)
+            if device.type == "cuda":
+                lines.append(tf32_cost(model, cfg, device))
         if not built:
             continue
         model, classes = built[0]

@@ -10,7 +10,7 @@
 #      over it would not see its packages), the repository on PYTHONPATH, and the packages the image
 #      lacks (diskcache, pyhessian, plotly) from wheels in $WHEELS (default artifacts/wheels, made on a
 #      machine with a network by `pip wheel --no-deps -w artifacts/wheels diskcache==5.6.3
-#      pyhessian==0.1 plotly==7.1.0`; carry that folder) installed into artifacts/gpu_check_deps.
+#      pyhessian==0.1 plotly==7.1.0 huey==3.5.4 redis==8.1.0`; carry that folder) installed into artifacts/gpu_check_deps.
 #   3. otherwise: a venv with pip install -r requirements.txt -e . (needs the network; torch 2.14.1 has
 #      CUDA 13 wheels), capped at $SETUP_TIMEOUT seconds (default 300).
 set -uo pipefail
@@ -32,7 +32,7 @@ if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, timm" >>"$log" 
     note="existing .venv"
 elif command -v python3 >/dev/null && python3 -c "import torch, timm" >>"$log" 2>&1; then
     PY=$(command -v python3)
-    probe='import importlib.util as u; print(" ".join(m for m in ("diskcache", "pyhessian", "plotly") if u.find_spec(m) is None))'
+    probe='import importlib.util as u; print(" ".join(m for m in ("diskcache", "pyhessian", "plotly", "huey", "redis") if u.find_spec(m) is None))'
     missing=$("$PY" -c "$probe")
     if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
         pkgs=$(echo "$missing" | sed 's/pyhessian/PyHessian/')

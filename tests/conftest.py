@@ -27,6 +27,8 @@ def _private_cache(tmp_path_factory, monkeypatch):
 # ----------------------------------------------------------------------------- the device under test
 
 TEST_DEVICE = torch.device(os.environ.get("VITLENS_TEST_DEVICE") or "cpu")
+if TEST_DEVICE.type == "cuda":  # the tests' own references in float32 too, as vitlens computes (device.full_precision)
+    torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
 
 
 def device_under_test() -> torch.device:

@@ -291,3 +291,43 @@ def test_a_page_computes_the_request_id_once_per_run(tmp_path, monkeypatch):
     assert calls == ["variance"]
     at.run()
     assert calls == ["variance"] * 2
+
+
+def test_every_measurement_runs_without_tf32(monkeypatch, tmp_path):
+    """On an H200 cuDNN's default TF32 convolutions moved a lesion's NLL by 8e-5 and AlterNet's Fourier
+    amplitudes by 8e-4 (benchmarks/gpu_check.py): every analysis through the engine, the Hessian's,
+    the landscape's and the feature passes' contexts turn TF32 off, and give the caller's setting back."""
+    from vitlens.engine import run
+    from vitlens.features import Reducer, collect
+    from vitlens.hessian import hessian_mode
+    from vitlens.landscape.offsets import eval_mode
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    seen = []
+
+    def record(*_):
+        seen.append((conv.fp32_precision, matmul.fp32_precision))
+
+    def probe(ctx, params):
+        record()
+        return Result(pd.DataFrame({"x": [0.0]}), {"analysis": "probe_precision"})
+
+    register_analysis("probe_precision", "records the float32 settings (a test analysis)", [])(probe)
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    saved = conv.fp32_precision, matmul.fp32_precision
+    model = load_model("demo_resnet", pretrained=True)
+    try:
+        conv.fp32_precision, matmul.fp32_precision = "tf32", "tf32"  # a user's process that asked for TF32
+        run(JobSpec(analysis="probe_precision", model="demo_resnet", samples=8, device="cpu"), use_cache=False)
+        with hessian_mode(model):
+            record()
+        with eval_mode(model):
+            record()
+        hook = model.fc.register_forward_hook(record)
+        collect(model, [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))], [Reducer()])
+        hook.remove()
+        assert seen == [("ieee", "ieee")] * 4
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("tf32", "tf32")
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved
+        ANALYSES.pop("probe_precision")

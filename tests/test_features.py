@@ -205,7 +205,11 @@ def test_variance_matches_direct_computation_and_streaming_equals_all_at_once():
     dataset = load_data("digits", "test", samples=37, seed=2, model=model)
     streamed = variance(_context(model, dataset, "variance", batch_size=5), {}).frame
     at_once = variance(_context(model, dataset, "variance", batch_size=37), {}).frame
-    pd.testing.assert_frame_equal(streamed, at_once, rtol=1e-9, atol=0)
+    # float64 accumulators: batches of 5 and of 37 give the same variance to 1e-9 on the CPU. On a GPU the
+    # float32 forward pass itself is not batch-invariant (other kernels per batch size; 1.2e-9 on an H200);
+    # a float32 one-pass variance would be off by ~1e-5.
+    rtol = 1e-9 if device_under_test().type == "cpu" else 1e-7
+    pd.testing.assert_frame_equal(streamed, at_once, rtol=rtol, atol=0)
     x, _ = _all(dataset)
     block_list = blocks(model)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Pick the torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when present)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Callable
@@ -41,3 +42,24 @@ def seconds(fn: Callable[[], object], device: torch.device | str) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def full_precision():
+    """float32 work done in float32 on CUDA for the duration: TF32 off for cuDNN's convolutions and for
+    matmuls (torch's `fp32_precision` settings, torch >= 2.9), the caller's settings restored after.
+
+    cuDNN rounds float32 convolutions to TF32 (a 10-bit mantissa) by default. On an H200
+    (benchmarks/gpu_check.py, 2026-12-04) that moved AlterNet's Fourier amplitudes by 8e-4 relative,
+    a lesion's NLL by 8e-5 and a loss-surface point by 2e-4 between two runs: measurements compared
+    across devices and against the paper must not depend on it. On the CPU nothing changes. Also a
+    decorator. The settings are process-wide: a thread of the caller's that runs convolutions at the
+    same time runs them in float32 too.
+    """
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision = matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved

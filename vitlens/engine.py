@@ -27,7 +27,7 @@ from .analyses import Analysis, get_analysis
 from .cache import ResultCache, cache_key, model_fingerprint
 from .context import Context
 from .data import load_data
-from .device import resolve_device
+from .device import full_precision, resolve_device
 from .errors import VitlensError
 from .models import load_checkpoint, load_model
 from .models.checkpoints import SUFFIXES
@@ -218,7 +218,8 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
                       runner=lambda sub: run(sub, cache=cache)[0],  # sub-results are cached even under --no-cache
                       partials=partials, builder=build_model)
         try:
-            with interruptible(interrupt or current_interrupt()):  # a sub-request keeps its caller's
+            # full_precision: every analysis measures in float32 on a GPU too (no TF32 convolutions)
+            with interruptible(interrupt or current_interrupt()), full_precision():  # a sub-request keeps its caller's
                 result = analysis.fn(ctx, params)
         finally:
             for opened_cache in opened:

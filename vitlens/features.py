@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from .device import full_precision
 from .errors import VitlensError
 from .models import Block, check_blocks, feature_map
 from .models import blocks as split_blocks
@@ -118,6 +119,7 @@ def skipped_maps(too_small: dict, block_list) -> dict:
 
 
 @torch.no_grad()
+@full_precision()  # float32 convolutions on a GPU too (no TF32)
 def collect(model: nn.Module | Sequence[Block], loader: Iterable, reducers: Sequence[Reducer],
             device: torch.device | str | None = None, progress=None) -> list[Block]:
     """Run the blocks of MODEL in order over every batch of LOADER, feeding each block's output to

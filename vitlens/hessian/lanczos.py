@@ -207,7 +207,7 @@ def top_eigenpairs_stacked(matmat: Callable[[torch.Tensor, list[int]], torch.Ten
     pairs = []
     for tri in lanczos_stacked(matmat, starts, max(int(max_steps), k), stop=converged):
         theta, S, residual, bounds = _select(tri, k, bound)
-        vectors = (S.T.to(tri.basis.dtype) @ tri.basis)  # Ritz vectors Q s, unit norm
+        vectors = S.T.to(device=tri.basis.device, dtype=tri.basis.dtype) @ tri.basis  # Ritz vectors Q s (unit norm); T is eigen-solved on the CPU
         exhausted = tri.beta[-1] <= 1e-10 * max(1e-30, max(abs(a) for a in tri.alpha))
         pairs.append(Eigenpairs(eigenvalues=theta.tolist(), eigenvectors=vectors, residuals=residual,
                                 hvps=tri.hvps, steps=len(tri.alpha), converged=exhausted or converged(tri),

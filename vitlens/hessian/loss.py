@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..data import soft_targets
+from ..device import full_precision
 from ..errors import VitlensError
 from ..progress import checkpoint
 
@@ -132,7 +133,8 @@ def check_finite(loss: torch.Tensor, where: str = "") -> None:
 
 @contextlib.contextmanager
 def hessian_mode(model: nn.Module, train: bool = False):
-    """Model in eval (or train) mode with double-backward-safe attention; everything restored after."""
+    """Model in eval (or train) mode with double-backward-safe attention and float32 kernels (no TF32,
+    `full_precision`); everything restored after."""
 
     modes = {m: m.training for m in model.modules()}
     fused = {m: m.fused_attn for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)}
@@ -143,7 +145,7 @@ def hessian_mode(model: nn.Module, train: bool = False):
         for m in fused:
             m.fused_attn = False
         model.train(train)
-        with torch.random.fork_rng(devices=_cuda_devices(model)), sdpa_kernel(SDPBackend.MATH):
+        with torch.random.fork_rng(devices=_cuda_devices(model)), sdpa_kernel(SDPBackend.MATH), full_precision():
             yield model
     finally:
         for m, flag in modes.items():

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from ..device import full_precision
 from ..errors import VitlensError
 
 L2_KINDS = ("paper", "half_squared")
@@ -101,11 +102,13 @@ class WeightOffsets:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Eval mode for the duration, every module's training flag restored after."""
+    """Eval mode and float32 kernels (no TF32, `full_precision`) for the duration, every module's
+    training flag restored after."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        yield model
+        with full_precision():
+            yield model
     finally:
         for m, flag in modes.items():
             m.training = flag
