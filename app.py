@@ -59,7 +59,8 @@ if spec is not None:
 if spec is not None:
     st.subheader("The paper's findings on the demo models")
     board_spec = scoreboard_spec(spec)
-    board, board_job = ui.result_or_job(board_spec, autorun=True)
+    # unasked: at the lowest priority, and it steps aside when a user's job needs its worker
+    board, board_job = ui.result_or_job(board_spec, autorun=True, background=True)
     if board is None:
         state = board_job.state if board_job is not None else "not started"
         st.info(f"Computing the scoreboard in the background ({state}; a few minutes on CPU, then cached).")

@@ -190,7 +190,7 @@ def test_every_declared_figure_is_a_plot_and_every_option_it_names_exists():
 # Lower layers never import higher ones. Within a layer, modules may import each other.
 LAYERS = [
     {"errors", "options", "request", "device", "progress", "result", "distributed"},
-    {"paths", "models", "data", "features", "hessian", "landscape", "cache", "reference"},
+    {"paths", "models", "data", "features", "hessian", "landscape", "cache", "shipped", "reference"},
     {"context"},
     {"analyses", "claims", "links"},
     {"plots", "figures", "engine", "budget"},

@@ -325,3 +325,48 @@ def test_cancel_stops_every_analysis_within_seconds_and_sigterm_a_nested_request
     assert jobs.get(job.id).state == QUEUED
     print("stop latency: " + ", ".join(f"{k} {v:.2f} s" for k, v in took.items()))
     assert max(took.values()) < 10.0, took
+
+
+def test_a_background_job_yields_to_a_users_job_and_later_finishes_as_if_uninterrupted(home, tmp_path, monkeypatch):
+    """The landing page's scoreboard runs in the background. A user's Hessian job that arrives while it
+    holds the only worker starts within seconds (the scoreboard goes back to the queue at its next stop
+    check, behind the user's job), and the scoreboard then finishes from its cached sub-results with the
+    Result of a run that nobody interrupted."""
+    import pandas as pd
+    import torch
+    from vitlens.engine import run
+
+    tmp, env = home
+    board = spec(analysis="findings", samples=64, params={"models": "demo_resnet,demo_vit", "minibatches": 2,
+                                                          "grid": 7, "noise_frequencies": 5})
+    jobs = JobManager(embedded_workers=0)
+    worker = start_worker(env, "w", tmp)
+    try:
+        wait_for_workers(jobs, ["w"])
+        bg = jobs.submit(board, session="landing", background=True)
+        wait_until(lambda: (j := jobs.get(bg.id)).state == RUNNING and j.done > 0, 120, "the scoreboard to be under way")
+        start = time.perf_counter()
+        user = jobs.submit(spec(analysis="hessian", seed=3, params={"what": "topk", "top_k": 2}), session="user")
+        wait_until(lambda: jobs.get(user.id).state != QUEUED, 60, "the user's job to start")
+        waited = time.perf_counter() - start
+        paused = jobs.get(bg.id)
+        assert paused.state == QUEUED and "paused" in paused.message, (paused.state, paused.message)
+        assert jobs.wait(user, 300).state == DONE
+        done = jobs.wait(bg, 600)
+        assert done.state == DONE and done.runs == 2, (done.state, done.error, done.runs)
+        assert done.finished > jobs.get(user.id).finished
+    finally:
+        stop(worker)
+    print(f"the user's Hessian job started {waited:.2f} s after it was submitted")
+    assert waited < 10.0  # within seconds, not after the scoreboard (a behavioural bound, not a speed figure)
+    resumed = cached_result(board).frame
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "uninterrupted"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker ran (OMP_NUM_THREADS=1): the same summation order
+    try:
+        fresh = run(board)[0].frame
+    finally:
+        torch.set_num_threads(threads)
+    pd.testing.assert_frame_equal(resumed[["claim", "model", "verdict"]], fresh[["claim", "model", "verdict"]])
+    numbers = resumed.select_dtypes("number").columns
+    pd.testing.assert_frame_equal(resumed[numbers], fresh[numbers], rtol=1e-6)

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import sqlite3
 import stat
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -297,10 +298,12 @@ class ReadOnlyStore:
         uri = f"file:{directory / 'cache.db'}?mode=ro&immutable=1"
         self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._db.execute("SELECT 1 FROM Cache LIMIT 1")  # a folder without a cache database fails here
+        self._lock = threading.Lock()  # one connection, shared by the dashboard's session threads
 
     def get(self, key: str, default=None):
-        row = self._db.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
-                               (key,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                                   (key,)).fetchone()
         if row is None:
             return default
         mode, filename, value = row
@@ -312,7 +315,8 @@ class ReadOnlyStore:
         return bytes(value) if isinstance(value, memoryview) else value
 
     def iterkeys(self):
-        return (k for (k,) in self._db.execute("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid"))
+        with self._lock:
+            return iter([k for (k,) in self._db.execute("SELECT key FROM Cache WHERE raw = 1 ORDER BY rowid")])
 
     def __contains__(self, key) -> bool:
         return self.get(key) is not None
@@ -342,14 +346,23 @@ def _check_key(key: Any) -> str:
 class ResultCache:
     """Results on disk, least-recently-used eviction, data only (no pickles)."""
 
-    def __init__(self, directory: str | Path | None = None, size_limit: int | str | None = None):
+    def __init__(self, directory: str | Path | None = None, size_limit: int | str | None = None,
+                 read_only: bool = False):
+        """READ_ONLY: open an existing folder without writing anything to it (the Results shipped
+        inside the package, `vitlens.shipped`); new Results are refused with one line."""
+        if size_limit is None:
+            size_limit = os.environ.get("VITLENS_CACHE_SIZE") or DEFAULT_SIZE_LIMIT
+        self.size_limit = parse_size(size_limit)
+        if read_only:
+            self.directory = Path(directory)
+            self._secret = (self.directory / SECRET_FILE).read_bytes()
+            self._cache = ReadOnlyStore(self.directory, "opened read-only")
+            self.read_only = True
+            return
         if directory is None:
             self.directory = cache_dir()
         else:
             self.directory = _ensure_private_dir(Path(directory))
-        if size_limit is None:
-            size_limit = os.environ.get("VITLENS_CACHE_SIZE") or DEFAULT_SIZE_LIMIT
-        self.size_limit = parse_size(size_limit)
         self._secret = _secret(self.directory)
         self.read_only = False
         try:

@@ -36,6 +36,7 @@ from .models.sizing import size_model
 from .progress import Progress, ProgressCallback, cli_progress, current_interrupt, interruptible
 from .request import JobSpec
 from .result import Result
+from .shipped import shipped_result
 
 __all__ = ["Context", "JobSpec", "build_model", "cached_result", "request_id", "run"]
 
@@ -131,15 +132,17 @@ def request_id(spec: JobSpec) -> str:
 
 
 def cached_result(spec: JobSpec, cache=None, request: str | None = None) -> Result | None:
-    """The Result of SPEC if it was computed before (no model is built). REQUEST: SPEC's
-    `request_id` when the caller has it already."""
+    """The Result of SPEC if it was computed before, or shipped with vitlens (`vitlens.shipped`; no
+    model is built). REQUEST: SPEC's `request_id` when the caller has it already."""
     own = cache is None
     cache = ResultCache() if own else cache
+    request = request or request_id(spec)
     try:
-        return cache.get_by_alias(request or request_id(spec))
+        found = cache.get_by_alias(request)
     finally:
         if own:
             cache.close()
+    return found if found is not None else shipped_result(request)  # the demo views shipped with vitlens
 
 
 def recipe_key(fingerprint: str, spec: JobSpec, name: str, params: dict) -> str:

@@ -30,8 +30,8 @@ import time
 from .analyses import LANES, get_analysis
 from .engine import cached_result, run
 from .errors import VitlensError
-from .jobs import (CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, JobCancelled, Queue, Records, env_number,
-                   message_args, stale_after, sweep_lost_jobs)
+from .jobs import (CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, JobCancelled, JobYielded, Queue, Records,
+                   env_number, message_args, stale_after, sweep_lost_jobs)
 from .request import JobSpec, request_arguments
 
 
@@ -142,7 +142,7 @@ class Worker:
                     self._run["heartbeat"] = now
                     self.records.put("run", self.job_id, self._run)
                 self.records.put("worker", self.name, dict(pid=os.getpid(), host=socket.gethostname(),
-                                                           job=self.job_id, heartbeat=now))
+                                                           job=self.job_id, heartbeat=now, lanes=list(self.lanes)))
         except Exception as err:  # a busy store must not kill the worker; the next beat retries
             print(f"vitlens worker {self.name}: heartbeat failed: {err}", file=sys.stderr, flush=True)
 
@@ -171,6 +171,7 @@ class Worker:
                          message="starting", error=None, from_cache=False, worker=self.name,
                          runs=previous.get("runs", 0) + 1, attempt=attempt, lost=previous.get("lost", 0))
         self._save()
+        self._write_heartbeat()  # the worker's record names its job now: `make_room` sees it busy
         last_check = [0.0]
 
         last_save = [0.0]
@@ -186,6 +187,8 @@ class Worker:
             last_check[0] = now
             if self.records.get("cancel", job_id) is not None:
                 raise JobCancelled()
+            if self.records.get("yield", job_id) is not None:
+                raise JobYielded()
             if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
                 raise JobSuperseded()
 
@@ -212,6 +215,9 @@ class Worker:
             self._save(state=QUEUED, attempt=attempt + 1,
                        message="back in the queue (a worker stopped); it continues on restart")
             self.queue.put(spec, job_id, task.priority or 0, attempt + 1)
+        except JobYielded:  # a background job: behind the user's job, it continues from what it cached
+            self._save(state=QUEUED, attempt=attempt + 1, message="paused for a user's job; continues after it")
+            self.queue.put(spec, job_id, task.priority or 0, attempt + 1)
         except JobSuperseded:
             print(f"vitlens worker {self.name}: job {job_id} went to another attempt; stopped it",
                   file=sys.stderr, flush=True)
@@ -223,6 +229,7 @@ class Worker:
             first = (str(err).strip().splitlines() or [""])[0][:300]
             self._save(state=FAILED, finished=time.time(), error=f"internal error: {type(err).__name__}: {first}")
         finally:
+            self.records.delete("yield", job_id)
             with self._lock:
                 self.job_id, self._run = None, {}
 

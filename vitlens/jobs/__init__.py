@@ -9,9 +9,9 @@ job manager. `vitlens worker` processes (`vitlens.worker`) run the analyses.
 from .limits import Limits, env_number
 from .manager import JobManager, manager
 from .queue import Lane, Queue, is_redis, lane_of, message_args, queue_location
-from .records import (ACTIVE, CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, Job, JobCancelled, Records,
-                      stale_after, sweep_lost_jobs)
+from .records import (ACTIVE, CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, Job, JobCancelled, JobYielded,
+                      Records, stale_after, sweep_lost_jobs)
 
 __all__ = ["ACTIVE", "CANCELLED", "DONE", "FAILED", "FINAL", "QUEUED", "RUNNING", "Job", "JobCancelled",
-           "JobManager", "Lane", "Limits", "Queue", "Records", "env_number", "is_redis", "lane_of", "manager",
+           "JobManager", "JobYielded", "Lane", "Limits", "Queue", "Records", "env_number", "is_redis", "lane_of", "manager",
            "message_args", "queue_location", "stale_after", "sweep_lost_jobs"]

@@ -23,12 +23,13 @@ import time
 import uuid
 from pathlib import Path
 
+from ..analyses import LANES
 from ..cache import cache_dir
 from ..engine import request_id
 from ..errors import VitlensError
 from ..request import JobSpec
 from .limits import Limits, env_number
-from .queue import Queue, is_redis, queue_location
+from .queue import Queue, is_redis, lane_of, queue_location
 from .records import CANCELLED, QUEUED, Job, Records, priority_of, stale_after
 
 
@@ -53,10 +54,13 @@ class JobManager:
 
     # ---- submit / join
 
-    def submit(self, spec: JobSpec, session: str = "", request: str | None = None) -> Job:
+    def submit(self, spec: JobSpec, session: str = "", request: str | None = None, background: bool = False) -> Job:
         """Queue SPEC, or join the queued/running job that computes the same request.
 
-        Raises VitlensError (one line) when SPEC or the queue is over a limit."""
+        BACKGROUND: a job nobody asked for yet (the landing page's scoreboard): it runs at the lowest
+        priority and yields its worker to a user's job (`make_room`). A user's submission that joins
+        a background job makes it a user's job. Raises VitlensError (one line) when SPEC or the queue
+        is over a limit."""
         self.limits.check(spec)
         request = request or request_id(spec)
         with self._lock:
@@ -68,6 +72,8 @@ class JobManager:
                 if session not in waiting:
                     waiting.append(session)
                 job["sessions"] = waiting
+                if not background:
+                    job["background"] = current.background = False  # somebody asked for it now
                 self.records.put("job", current.id, job)
                 current.requests, current.sessions = job["requests"], waiting
                 return current
@@ -80,15 +86,33 @@ class JobManager:
                 raise VitlensError(f"you have {len(mine)} jobs queued or running (limit {self.limits.per_session}, "
                                    "VITLENS_MAX_JOBS_PER_SESSION); wait for one or cancel one on the Jobs page")
             job_id = uuid.uuid4().hex[:12]
-            priority = priority_of(spec, len(mine))
+            priority = priority_of(spec, len(mine), background)
             record = dict(id=job_id, request=request, spec=spec.to_dict(), session=session, created=time.time(),
-                          requests=1, priority=priority, sessions=[session])
+                          requests=1, priority=priority, sessions=[session], background=background)
             self.records.put("job", job_id, record)
             self.records.put("run", job_id, dict(state=QUEUED, message="waiting for a worker"))
             self.records.put("request", request, job_id)
             self.enqueue(job_id, spec, priority)
             self._trim()
+        if not background:
+            self.make_room(lane_of(spec))
         return self.get(job_id)
+
+    def make_room(self, lane: str) -> list[str]:
+        """A user's job waits in LANE: when no worker that takes LANE is idle, every background job
+        running on such a worker is asked to yield (a `yield` record): at its next stop check it
+        goes back to the queue, behind the user's job, and later continues from what it cached (the
+        findings' sub-results, the landscape's grid points). Returns the ids asked."""
+        able = [w for w in self.workers() if lane in (w.get("lanes") or LANES)]
+        if not able or any(not w.get("job") for w in able):
+            return []  # an idle worker takes the user's job at once (or no worker has checked in)
+        asked = []
+        for w in able:
+            job = self.get(w["job"])
+            if job is not None and job.background and job.active:
+                self.records.put("yield", job.id, time.time())
+                asked.append(job.id)
+        return asked
 
     def enqueue(self, job_id: str, spec: JobSpec, priority: int) -> None:
         self.queue.put(spec, job_id, priority, 0)

@@ -37,6 +37,14 @@ class JobCancelled(Exception):
     """Raised inside a running job (at its next stop check) when the last user waiting for it cancels it."""
 
 
+class JobYielded(Exception):
+    """Raised inside a running background job (at its next stop check) when a user's job waits for its
+    worker: the job goes back to the queue and continues from what it cached (`JobManager.make_room`)."""
+
+
+BACKGROUND_PRIORITY = -1000  # below every user's job (a session's tenth queued job is -90)
+
+
 def stale_after() -> float:
     """Seconds without a heartbeat after which a running job counts as failed."""
     return env_number("VITLENS_JOB_STALE_S", 60.0, float)
@@ -104,6 +112,7 @@ class Job:
     runs: int = 0  # how many times a worker started it (a SIGTERM puts it back in the queue)
     attempt: int = 0  # which queue message is the job's current one
     lost: int = 0  # how many times its worker died during it (retried once)
+    background: bool = False  # started by the dashboard itself (the scoreboard): lowest priority, yields
 
     @property
     def active(self) -> bool:
@@ -134,7 +143,8 @@ class Job:
         out = cls(id=job["id"], request=job["request"], spec=spec, session=job.get("session", ""),
                   sessions=list(job.get("sessions") or [job.get("session", "")]),
                   created=job.get("created", 0.0), requests=job.get("requests", 1),
-                  priority=job.get("priority", 0), cancel_requested=cancelled)
+                  priority=job.get("priority", 0), cancel_requested=cancelled,
+                  background=bool(job.get("background", False)))
         run = run or {}
         for name in ("state", "started", "finished", "done", "total", "message", "error", "from_cache",
                      "worker", "heartbeat", "runs", "attempt", "lost"):
@@ -153,10 +163,10 @@ class Job:
         return (now or time.time()) - (self.heartbeat or self.started or 0) > stale_s
 
 
-def priority_of(spec: JobSpec, session_jobs: int) -> int:
+def priority_of(spec: JobSpec, session_jobs: int, background: bool = False) -> int:
     """The huey priority in the job's lane (higher runs first): each job a session already has
-    queued lowers its next one (round-robin between sessions)."""
-    return -10 * min(session_jobs, 9)
+    queued lowers its next one (round-robin between sessions); a background job comes after all."""
+    return BACKGROUND_PRIORITY if background else -10 * min(session_jobs, 9)
 
 
 def sweep_lost_jobs(queue: Queue, records: Records, stale_s: float, suspects: dict, now: float | None = None) -> list[str]:

@@ -39,20 +39,23 @@ def _refused(spec: JobSpec, error: VitlensError) -> Job:
     return Job(id="", request="", spec=spec, state=FAILED, error=str(error).splitlines()[0])
 
 
-def submit(spec: JobSpec) -> Job:
-    """Queue SPEC for this session (or join its running job); over a limit: a failed, unqueued job."""
+def submit(spec: JobSpec, background: bool = False) -> Job:
+    """Queue SPEC for this session (or join its running job); over a limit: a failed, unqueued job.
+    BACKGROUND: nobody asked for it yet (lowest priority, yields to users' jobs; `JobManager.submit`)."""
     try:
-        return manager().submit(spec, session=session_id(), request=request_of(spec))
+        return manager().submit(spec, session=session_id(), request=request_of(spec), background=background)
     except VitlensError as err:
         return _refused(spec, err)
 
 
-def result_or_job(spec: JobSpec, autorun: bool | None = None):
-    """(Result, None) when SPEC was computed before, else (None, its latest job or None).
+def result_or_job(spec: JobSpec, autorun: bool | None = None, background: bool = False):
+    """(Result, None) when SPEC was computed before (or shipped, `vitlens.shipped`), else (None, its
+    latest job or None).
 
     A job is submitted here when AUTORUN (default: cheap demo models, see `autorun_default`) and
-    none exists, or when a finished job's Result has since been evicted from the cache. A request
-    over the server's limits comes back as a failed job with the one-line reason (nothing queued)."""
+    none exists, or when a finished job's Result has since been evicted from the cache; as a
+    BACKGROUND job when the page starts it unasked. A request over the server's limits comes back as
+    a failed job with the one-line reason (nothing queued)."""
     request = request_of(spec)
     try:
         result = cached_result(spec, request=request)
@@ -63,7 +66,7 @@ def result_or_job(spec: JobSpec, autorun: bool | None = None):
     job = manager().find(spec, request)
     autorun = autorun_default(spec) if autorun is None else autorun
     if (job is None and autorun) or (job is not None and job.state == DONE):
-        job = submit(spec)
+        job = submit(spec, background=background)
     return None, job
 
 
@@ -74,7 +77,8 @@ def show(spec: JobSpec | None, draw: Callable[[Result], None], autorun: bool | N
     result, job = result_or_job(spec, autorun)
     if result is not None:
         draw(result)
-        st.caption(plain(convention_caption(result)))
+        shipped = f" · precomputed, shipped with vitlens {result.meta['shipped']}" if result.meta.get("shipped") else ""
+        st.caption(plain(convention_caption(result) + shipped))
         return result
     if job is None or job.state == CANCELLED:
         if st.button("Run", type="primary", key=f"run_{spec.analysis}"):
