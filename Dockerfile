@@ -47,4 +47,4 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["curl", "-fsS", "http://localhost:8501/_stcore/health"]
 # `vitlens check-device` fails fast with one log line when VITLENS_DEVICE=cuda and no usable GPU is there.
-CMD ["/bin/sh", "-c", "/app/.venv/bin/vitlens check-device && exec /app/.venv/bin/streamlit run app.py --server.headless true --server.address 0.0.0.0 --server.port 8501 --server.fileWatcherType none"]
+CMD ["/bin/sh", "-c", "/app/.venv/bin/vitlens check-device && exec /app/.venv/bin/vitlens dashboard --server.headless true --server.address 0.0.0.0 --server.port 8501 --server.fileWatcherType none"]

@@ -48,16 +48,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, script: str = "app.py", **env: str) -> tuple[subprocess.Popen, str]:
-    """`streamlit run SCRIPT` on a free loopback port with its own cache, checkpoint and data roots;
-    returns (process, base URL) once /_stcore/health answers. Its log is HOME/server.log."""
+def start_server(home: Path, script: str = "app.py", launcher: str = "dashboard", **env: str) -> tuple[subprocess.Popen, str]:
+    """`vitlens dashboard --app SCRIPT` (LAUNCHER "streamlit": `streamlit run SCRIPT`) on a free loopback
+    port with its own cache, checkpoint and data roots; returns (process, base URL) once
+    /_stcore/health answers. Its log is HOME/server.log."""
     port = free_port()
     full = dict(os.environ, VITLENS_CACHE_DIR=str(home / "cache"), VITLENS_CHECKPOINT_ROOT=str(home / "ckpt"),
                 VITLENS_DATA_ROOT=str(home / "data"), **env)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / script), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+    command = ([sys.executable, "-m", "vitlens", "dashboard", "--app", str(ROOT / script)] if launcher == "dashboard"
+               else [sys.executable, "-m", "streamlit", "run", str(ROOT / script)])
+    proc = subprocess.Popen([*command, "--server.headless", "true", "--server.port", str(port), "--server.address",
+                             "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                             cwd=ROOT, env=full, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     url = f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@
     vitlens report --model A --model B --out report.html   one self-contained HTML report
     vitlens reference list|show NAME       the paper's published data (Fig 1b landscapes)
     vitlens cache ls|clear
+    vitlens dashboard [--server.port N]    the dashboard (streamlit run app.py), its workers started first
     vitlens worker                         run queued dashboard jobs (SIGTERM: back to the queue, exit)
 
 Exit status: 0 success, 2 bad input (one-line error, no traceback), 1 internal failure.
@@ -27,8 +28,8 @@ from ..analyses import list_analyses
 from ..errors import VitlensError
 from ..train import TRAIN_OPTIONS
 from .args import PARAMS, Parser, _add_analysis_options, _add_request_args, _typed, spec_from_args
-from .commands import (cmd_analyses, cmd_blocks, cmd_cache, cmd_check_device, cmd_datasets, cmd_models, cmd_run,
-                       cmd_train, cmd_worker)
+from .commands import (cmd_analyses, cmd_blocks, cmd_cache, cmd_check_device, cmd_dashboard, cmd_datasets,
+                       cmd_models, cmd_run, cmd_train, cmd_worker)
 from .exports import add_export_commands, add_output_args
 
 __all__ = ["build_parser", "main", "spec_from_args"]
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["ls", "clear"])
     p.set_defaults(func=cmd_cache)
 
+    about = ("the dashboard: streamlit run app.py with its embedded workers started first; other options go to "
+             "Streamlit (--server.port 8501, --server.headless true, ...)")
+    p = sub.add_parser("dashboard", help=about, description=about)
+    p.add_argument("--app", default=None, help="the dashboard script (default: the repository's app.py)")
+    p.set_defaults(func=cmd_dashboard, streamlit=[])
+
     p = sub.add_parser("worker", help="run the dashboard's queued jobs (one at a time; start one per GPU)")
     p.add_argument("--queue", default=None, help="redis://host:port/db or sqlite://PATH (default: $VITLENS_QUEUE, "
                    "else the SQLite queue under the cache folder)")
@@ -110,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dashboard"]:  # Streamlit's own options (--server.port ...) pass through
+        args, args.streamlit = parser.parse_known_args(argv)
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except VitlensError as err:

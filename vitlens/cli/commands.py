@@ -1,11 +1,12 @@
 """The `vitlens` subcommands (models, datasets, blocks, train, run, check-device, analyses, cache,
-worker); `vitlens.cli.exports` has the ones that take views outside (figures, report, reference)."""
+dashboard, worker); `vitlens.cli.exports` has the ones that take views outside (figures, report, reference)."""
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import timm
@@ -168,6 +169,26 @@ def cmd_cache(args) -> int:
         else:
             print(f"removed {cache.clear()} entries from {cache_dir()}")
     return 0
+
+
+def cmd_dashboard(args) -> int:
+    """`vitlens dashboard [STREAMLIT OPTIONS]`: `streamlit run app.py` with the embedded workers
+    started first, so they import torch while the server comes up, and the server's own imports done
+    before it answers: the first page does not wait for them (`streamlit run app.py` also works; its
+    workers start when the first page opens)."""
+    app = Path(args.app).expanduser() if args.app else DEFAULT_APP
+    if not app.is_file():
+        raise VitlensError(f"no dashboard script at {app}: run from the repository (app.py) or pass --app PATH")
+    from ..jobs.manager import manager, mark_dashboard_process
+    manager()  # the embedded workers (SQLite queue, VITLENS_EMBEDDED_WORKERS) start now
+    mark_dashboard_process()
+    from streamlit.web import cli as stcli  # deferred: only the dashboard needs Streamlit's server
+    from .. import figures, plots, ui  # noqa: F401  the pages' imports, done before the first page
+    sys.argv = ["streamlit", "run", str(app), *args.streamlit]
+    return stcli.main()
+
+
+DEFAULT_APP = Path(__file__).resolve().parents[2] / "app.py"  # the repository's (the image's /app/app.py)
 
 
 def cmd_worker(args) -> int:

@@ -267,10 +267,20 @@ def manager() -> JobManager:
         return _MANAGER
 
 
+_DASHBOARD_PROCESS = False
+
+
+def mark_dashboard_process() -> None:
+    """`vitlens dashboard` runs Streamlit's server in this process (see `_in_streamlit_server`)."""
+    global _DASHBOARD_PROCESS
+    _DASHBOARD_PROCESS = True
+
+
 def _in_streamlit_server() -> bool:
-    """True in a `streamlit run` server process (not under AppTest or in a script)."""
+    """True in a `streamlit run` or `vitlens dashboard` server process (not under AppTest or in a script)."""
     command = getattr(sys, "orig_argv", [])[:4]  # Streamlit rewrites sys.argv to the page script
-    return "streamlit" in sys.modules and any(Path(arg).name in ("streamlit", "streamlit.exe") for arg in command)
+    return _DASHBOARD_PROCESS or (
+        "streamlit" in sys.modules and any(Path(arg).name in ("streamlit", "streamlit.exe") for arg in command))
 
 
 @atexit.register
