@@ -105,3 +105,30 @@ def test_config_file_is_in_force(server, browser):
     assert other.get_by_role("heading", name="vitlens — how do vision transformers work?").count() == 0
     page.close()
     other.close()
+
+
+def test_a_newcomers_first_start_draws_every_demo_view_from_the_shipped_results(tmp_path, browser):
+    """`vitlens dashboard` as installed (the shipped Results on, an empty user cache): its workers check
+    in before any page is opened, and the landing page, Hessian and Loss landscape draw their charts
+    with no job queued (the scoreboard included)."""
+    from vitlens.jobs import JobManager
+    from vitlens.shipped import SHIPPED
+
+    os.environ["VITLENS_CACHE_DIR"] = str(tmp_path / "cache")  # this process reads the server's queue
+    proc, url = start_server(tmp_path, VITLENS_DEMO_RESULTS=str(SHIPPED))
+    jobs = JobManager(embedded_workers=0)
+    try:
+        deadline = time.time() + 90
+        while len(jobs.workers()) < 2 and time.time() < deadline:  # no page has run app.py yet
+            time.sleep(0.3)
+        assert len(jobs.workers()) == 2, jobs.workers()
+        for link in ("", "Hessian", "Loss_landscape"):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/{link}", timeout=60000)
+            page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60000)
+            page.get_by_text("precomputed, shipped with vitlens").first.wait_for(timeout=30000)
+            page.close()
+        assert jobs.jobs() == []
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -46,7 +46,7 @@ class JobSuperseded(Exception):
 
 class Worker:
     def __init__(self, location: str | None = None, name: str | None = None, parent_pid: int | None = None,
-                 poll: float = 0.5, heartbeat: float | None = None, once: bool = False, lanes: str = "all"):
+                 poll: float = 0.2, heartbeat: float | None = None, once: bool = False, lanes: str = "all"):
         if lanes not in ("all", "interactive"):
             raise VitlensError(f"--lanes must be all or interactive, got {lanes!r}")
         self.queue = Queue(location)
