@@ -115,7 +115,7 @@ def test_a_newcomers_first_start_draws_every_demo_view_from_the_shipped_results(
     from vitlens.shipped import SHIPPED
 
     os.environ["VITLENS_CACHE_DIR"] = str(tmp_path / "cache")  # this process reads the server's queue
-    proc, url = start_server(tmp_path, VITLENS_DEMO_RESULTS=str(SHIPPED))
+    proc, url = start_server(tmp_path, VITLENS_DEMO_RESULTS=str(SHIPPED), VITLENS_INTERACTIVE_WORKERS="1")
     jobs = JobManager(embedded_workers=0)
     try:
         deadline = time.time() + 90
