@@ -221,7 +221,7 @@ class JobManager:
             cmd = [sys.executable, "-m", "vitlens", "worker", "--parent-pid", str(os.getpid()),
                    "--name", name, "--lanes", lanes]
             self._workers.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                                  stderr=subprocess.STDOUT))
+                                                  stderr=subprocess.STDOUT, preexec_fn=_lower_priority))
             log.close()
 
     def stop_workers(self, timeout: float = 3.0) -> None:
@@ -239,6 +239,19 @@ class JobManager:
 
     def close(self, timeout: float = 3.0) -> None:
         self.stop_workers(timeout)
+
+
+WORKER_NICE = 5
+
+
+def _lower_priority() -> None:
+    """In an embedded worker before it starts: a lower CPU priority than the dashboard (nice +5), so
+    the pages stay quick while jobs compute on the same cores (the server itself needs little: 0.14
+    cores in the load scenario, benchmarks/README.md)."""
+    try:
+        os.nice(WORKER_NICE)
+    except (AttributeError, OSError):
+        pass  # no nice (Windows) or not allowed: the same priority as before
 
 
 def is_admin(session: str) -> bool:
