@@ -63,7 +63,10 @@ if spec is not None:
     board, board_job = ui.result_or_job(board_spec, autorun=True, background=True)
     if board is None:
         state = board_job.state if board_job is not None else "not started"
-        st.info(f"Computing the scoreboard in the background ({state}; a few minutes on CPU, then cached).")
+        if board_job is not None and "paused" in board_job.message:
+            state = "paused while your jobs run"
+        st.info(f"Computing the scoreboard in the background ({state}; a few minutes on CPU, then cached; "
+                "it steps aside for any job you start).")
     else:
         tally = board.meta.get("summary", {})
         st.caption(f"{tally.get('holds', 0)} hold · {tally.get('does not hold', 0)} do not hold · "
