@@ -4,7 +4,8 @@ One job at a time (start one worker per GPU). The loop takes the next message (t
 lane first, then the heavy one unless `--lanes interactive`; highest priority first in each),
 claims it (`claim:<id>:<attempt>`, once: a duplicate or outdated message is dropped), writes the
 job's `run:` record (running, heartbeat), calls `engine.run` with a progress callback that writes
-progress, honours Cancel and notices shutdown, and records done / failed / cancelled. A heartbeat
+progress, honours Cancel and notices shutdown, and records done / failed / cancelled. A background
+job asked to yield (`JobManager.make_room`) goes back to the queue at its next stop check. A heartbeat
 thread refreshes the job's and the worker's heartbeat every `VITLENS_HEARTBEAT_S` seconds even
 while a long step runs, and sweeps for the jobs of workers that died (`jobs.sweep_lost_jobs`):
 such a job is retried once, then fails with "the worker stopped during the job".

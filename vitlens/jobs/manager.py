@@ -5,12 +5,15 @@ A page submits a `JobSpec`; `JobManager.submit` checks the limits (`vitlens.jobs
 queued/running job of an identical request (`engine.request_id`) or queues a new one in the
 analysis' lane; the page polls the job's record (state, progress, time left) and may cancel it.
 Results land in the disk cache, so a page shows them at once. In a lane, each job a session already
-has queued lowers its next one (round-robin between sessions).
+has queued lowers its next one (round-robin between sessions). A background job (one the dashboard
+starts unasked: the landing page's scoreboard) comes after every user's job and steps aside when a
+user's job needs its worker (`make_room`).
 
 Embedded workers: on the SQLite queue the dashboard starts `VITLENS_WORKERS` (default 1) workers
 that take from both lanes and `VITLENS_INTERACTIVE_WORKERS` (default 1) that take only quick views,
 so a view does not wait for a running landscape (`VITLENS_EMBEDDED_WORKERS=0` when workers run
-elsewhere, e.g. the compose `worker` service).
+elsewhere, e.g. the compose `worker` service). They run at nice +5, below the dashboard's own process;
+`vitlens dashboard` starts them with the server.
 """
 from __future__ import annotations
 
