@@ -12,6 +12,7 @@ import vitlens
 from vitlens import plots, ui
 from vitlens.analyses import pages
 from vitlens.analyses.findings import scoreboard_spec
+from vitlens.jobs import JobYielded
 
 ui.page("vitlens — how do vision transformers work?",
         f"vitlens {vitlens.__version__} · the analyses of Park & Kim, How Do Vision Transformers Work? (ICLR 2022)")
@@ -63,7 +64,7 @@ if spec is not None:
     board, board_job = ui.result_or_job(board_spec, autorun=True, background=True)
     if board is None:
         state = board_job.state if board_job is not None else "not started"
-        if board_job is not None and "paused" in board_job.message:
+        if board_job is not None and board_job.message == JobYielded.requeued:
             state = "paused while your jobs run"
         st.info(f"Computing the scoreboard in the background ({state}; a few minutes on CPU, then cached; "
                 "it steps aside for any job you start).")

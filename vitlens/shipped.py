@@ -37,20 +37,20 @@ def location() -> Path | None:
     return Path(setting).expanduser() if setting else SHIPPED
 
 
-def manifest(folder: Path | None = None) -> dict | None:
-    """The folder's manifest ({"vitlens": version, "requests": [...]}), or None when there is none."""
-    folder = folder or location()
+def manifest(folder: Path) -> dict | None:
+    """FOLDER's manifest ({"vitlens": version, "requests": [...]}), or None when there is none."""
     try:
-        data = json.loads((folder / MANIFEST).read_text()) if folder is not None else None
+        data = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
 @functools.lru_cache(maxsize=4)
-def _store(folder: str, version: str) -> ResultCache | None:
-    made = manifest(Path(folder))
-    if made is None or made.get("vitlens") != version:
+def _store(folder: Path) -> ResultCache | None:
+    """FOLDER opened read-only, once per process; None when its manifest is not this version's."""
+    made = manifest(folder)
+    if made is None or made.get("vitlens") != VERSION:
         return None  # made by another vitlens: its Results may differ, so nothing is served from it
     try:
         return ResultCache(folder, read_only=True)
@@ -62,7 +62,7 @@ def _store(folder: str, version: str) -> ResultCache | None:
 def shipped_result(request: str) -> Result | None:
     """The shipped Result of REQUEST (an `engine.request_id`), or None."""
     folder = location()
-    store = _store(str(folder), VERSION) if folder is not None else None
+    store = _store(folder) if folder is not None else None
     if store is None:
         return None
     try:

@@ -39,6 +39,8 @@ from .request import JobSpec, request_arguments
 class WorkerStopping(Exception):
     """Raised inside a running job (at its next stop check) when the worker shuts down."""
 
+    requeued = "back in the queue (a worker stopped); it continues on restart"
+
 
 class JobSuperseded(Exception):
     """Raised inside a running job when a sweep gave it to another attempt (this worker was silent
@@ -156,8 +158,10 @@ class Worker:
 
     def execute(self, task) -> None:
         spec_json, job_id, attempt = message_args(task)
-        if self.records.get("job", job_id) is None:
+        job = self.records.get("job", job_id)
+        if job is None:
             return  # trimmed or unknown: nothing to report to
+        may_yield = bool(job.get("background"))  # only a background job is ever asked to (`make_room`)
         previous = self.records.get("run", job_id) or {}
         if previous.get("attempt", 0) != attempt or previous.get("state", QUEUED) in FINAL:
             return  # an outdated message (a sweep queued a newer attempt) or the job has ended
@@ -188,7 +192,7 @@ class Worker:
             last_check[0] = now
             if self.records.get("cancel", job_id) is not None:
                 raise JobCancelled()
-            if self.records.get("yield", job_id) is not None:
+            if may_yield and self.records.get("yield", job_id) is not None:
                 raise JobYielded()
             if (self.records.get("run", job_id) or {}).get("attempt", 0) != attempt:
                 raise JobSuperseded()
@@ -212,12 +216,8 @@ class Worker:
                                        "see the worker's log, free space and press Try again")
             self._save(state=DONE, finished=time.time(), from_cache=from_cache,
                        done=self._run.get("total") or 1.0, total=self._run.get("total") or 1.0, message="done")
-        except WorkerStopping:
-            self._save(state=QUEUED, attempt=attempt + 1,
-                       message="back in the queue (a worker stopped); it continues on restart")
-            self.queue.put(spec, job_id, task.priority or 0, attempt + 1)
-        except JobYielded:  # a background job: behind the user's job, it continues from what it cached
-            self._save(state=QUEUED, attempt=attempt + 1, message="paused for a user's job; continues after it")
+        except (WorkerStopping, JobYielded) as stopped:  # back in the queue; it continues from what it cached
+            self._save(state=QUEUED, attempt=attempt + 1, message=stopped.requeued)
             self.queue.put(spec, job_id, task.priority or 0, attempt + 1)
         except JobSuperseded:
             print(f"vitlens worker {self.name}: job {job_id} went to another attempt; stopped it",
@@ -230,7 +230,8 @@ class Worker:
             first = (str(err).strip().splitlines() or [""])[0][:300]
             self._save(state=FAILED, finished=time.time(), error=f"internal error: {type(err).__name__}: {first}")
         finally:
-            self.records.delete("yield", job_id)
+            if may_yield:
+                self.records.delete("yield", job_id)  # asked or not, it has stopped: no stale request left
             with self._lock:
                 self.job_id, self._run = None, {}
 

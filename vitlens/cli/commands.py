@@ -17,12 +17,15 @@ from ..analyses import get_analysis, list_analyses
 from ..cache import ResultCache, cache_dir
 from ..data import list_datasets
 from ..device import resolve_device
-from ..engine import build_model, run
+from ..engine import build_model, cached_result, run
 from ..errors import VitlensError
+from ..figures import figures
+from ..jobs.manager import manager, mark_dashboard_process
 from ..jobs.queue import resolve_location
 from ..models import describe_blocks, list_models, load_model
 from ..models.checkpoints import RELEASED, released_checkpoint
 from ..models.registry import check_model_args
+from ..models.sizing import size_model
 from ..options import markdown_table
 from ..request import JobSpec
 from ..result import Result
@@ -179,7 +182,6 @@ def cmd_dashboard(args) -> int:
     app = Path(args.app).expanduser() if args.app else DEFAULT_APP
     if not app.is_file():
         raise VitlensError(f"no dashboard script at {app}: run from the repository (app.py) or pass --app PATH")
-    from ..jobs.manager import manager, mark_dashboard_process
     manager()  # the embedded workers (SQLite queue, VITLENS_EMBEDDED_WORKERS) start now
     mark_dashboard_process()
     from streamlit.web import cli as stcli  # deferred: only the dashboard needs Streamlit's server
@@ -192,10 +194,7 @@ def warm_up() -> None:
     """What the first page would otherwise pay once (0.4 s of its 0.57 s on 2 cores): the pages'
     imports, the default model sized on the meta device, the shipped Results opened, and one decoded
     and drawn as Plotly JSON."""
-    from .. import ui  # noqa: F401  the pages' imports
-    from ..engine import cached_result
-    from ..figures import figures
-    from ..models.sizing import size_model
+    from .. import ui  # noqa: F401  the pages' imports (deferred: only the dashboard needs Streamlit)
     spec = JobSpec(analysis="evaluate")
     size_model(spec.model, {})
     result = cached_result(spec)

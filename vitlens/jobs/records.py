@@ -41,6 +41,8 @@ class JobYielded(Exception):
     """Raised inside a running background job (at its next stop check) when a user's job waits for its
     worker: the job goes back to the queue and continues from what it cached (`JobManager.make_room`)."""
 
+    requeued = "paused for a user's job; continues after it"
+
 
 BACKGROUND_PRIORITY = -1000  # below every user's job (a session's tenth queued job is -90)
 
