@@ -8,7 +8,7 @@ import streamlit as st
 from vitlens import plots, ui
 from vitlens.analyses.findings import parse_models
 from vitlens.errors import VitlensError
-from vitlens.figures import compare
+from vitlens.figures import COMPARE_VIEWS, compare
 
 ui.page("Compare models",
         "The same analysis for several models on one normalised-depth axis (e.g. ResNet vs ViT vs AlterNet), "
@@ -16,7 +16,7 @@ ui.page("Compare models",
 base = ui.sidebar("")
 picked = ui.control("compare", "demo_resnet,demo_vit,demo_alternet", label="models (comma-separated specs)")
 view = ui.control("view", "variance", st.sidebar.selectbox, "view",
-                  options=["variance", "fourier", "noise", "error_vs_nll"])
+                  options=[*COMPARE_VIEWS, "error_vs_nll"])
 try:
     models = parse_models(picked, "models")  # each a valid spec, none twice, at most VITLENS_MAX_MODELS
 except VitlensError as err:

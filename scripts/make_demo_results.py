@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEMOS = ("demo_resnet", "demo_vit", "demo_alternet")
-COMPARE_VIEWS = ("variance", "fourier", "noise")  # pages/8_Compare.py's views (error_vs_nll: evaluate)
 
 
 def demo_specs() -> list:
     """Every request a page makes with its defaults for a demo model (as the pages build them)."""
     from vitlens.analyses import pages
     from vitlens.analyses.findings import scoreboard_spec
+    from vitlens.figures import COMPARE_VIEWS  # the Compare page's views (and error_vs_nll: evaluate, below)
     from vitlens.links import page_params
     from vitlens.request import JobSpec
 

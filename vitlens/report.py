@@ -25,7 +25,7 @@ from .analyses.findings import sub_specs
 from .claims import CLAIMS, FIGURES
 from .engine import run
 from .errors import VitlensError
-from .figures import caption, compare, figures
+from .figures import COMPARE_VIEWS, caption, compare, figures
 from .progress import Progress
 from .reference import list_references, reference
 from .request import JobSpec
@@ -93,7 +93,7 @@ def evidence_figures(report: Report, claim: str) -> list[go.Figure]:
     if not pairs:
         return []
     labels, results = [m for m, _ in pairs], [r for _, r in pairs]
-    if analysis in ("variance", "fourier", "noise"):
+    if analysis in COMPARE_VIEWS:
         return [compare(results, analysis, labels)]
     if analysis == "hessian":
         return [plots.spectrum_overlay(results, labels)]
