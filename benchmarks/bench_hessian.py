@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import vitlens  # noqa: E402
 from vitlens.hessian.pyhessian_engine import pyhessian_trace  # noqa: E402
-from vitlens.hessian.trace import _mean_stderr  # noqa: E402
+from vitlens.hessian.trace import mean_stderr  # noqa: E402
 from vitlens.data import load_data  # noqa: E402
 from vitlens.hessian import (cross_entropy, hessian_mode, hessian_operator, hutchinson, hutchpp,  # noqa: E402
                              krylov_deflated, TraceEstimate,
@@ -194,7 +194,7 @@ def part_trace(model, batch, args) -> list[str]:
         base = hutchinson(op.matvec, op.dim, max_probes=2 * budget, generator=torch.Generator().manual_seed(0), **kw)
         per_probe = base.stderr * math.sqrt(base.hvps)  # Hutchinson's standard deviation per probe
         first = base.samples[:budget]  # the same run's first half
-        half = TraceEstimate("hutchinson", *_mean_stderr(first), budget, first)
+        half = TraceEstimate("hutchinson", *mean_stderr(first), budget, first)
         estimates = [
             (f"Hutch++ (sketch {budget // 3})", hutchpp(op.matvec, op.dim, max_probes=budget, sketch=budget // 3,
                                                      matmat=op.matmat, generator=torch.Generator().manual_seed(1), **kw)),

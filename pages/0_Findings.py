@@ -24,11 +24,11 @@ def draw(result):
     st.dataframe(table[["claim", "model", "verdict", "values", "reason", "figure", "link"]], hide_index=True,
                  width="stretch",
                  column_config={"link": st.column_config.LinkColumn("evidence", display_text="open view")})
-    for claim, text in CLAIMS.items():
-        rows = frame[frame["claim"] == claim]
+    for claim in CLAIMS.values():
+        rows = frame[frame["claim"] == claim.id]
         if rows.empty:
             continue
-        with st.expander(f"{claim}: {text}"):
+        with st.expander(f"{claim.id}: {claim.statement}"):
             for r in rows.to_dict("records"):
                 links = json.loads(r["links"]) if r["links"] else []
                 refs = " · ".join(f"[view {k + 1}]({u})" for k, u in enumerate(links))

@@ -3,7 +3,7 @@ loss along a 1D path."""
 import streamlit as st
 
 from vitlens import plots, ui
-from vitlens.reference import list_references, reference
+from vitlens.store.reference import list_references, reference
 
 ui.analysis_header("landscape")
 spec = ui.sidebar("landscape")

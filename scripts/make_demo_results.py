@@ -1,4 +1,4 @@
-"""Compute the Results shipped inside the package (`vitlens.shipped`): the default view of every
+"""Compute the Results shipped inside the package (`vitlens.store.shipped`): the default view of every
 dashboard page for each demo model, the landing page's and Compare's views, and the demo scoreboard.
 
     python scripts/make_demo_results.py            # writes vitlens/assets/demo_results/ (a few minutes on CPU)
@@ -56,7 +56,9 @@ def make(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VITLENS_CACHE_DIR"] = str(Path(tmp) / "cache")
         from vitlens import __version__
-        from vitlens.cache import SECRET_FILE, DataOnlyDisk, ResultCache
+        from vitlens.store.cache import ResultCache
+        from vitlens.store.disk import DataOnlyDisk
+        from vitlens.store.private import SECRET_FILE
         from vitlens.engine import request_id, run
         import diskcache
 
@@ -100,7 +102,7 @@ def check(out: Path) -> int:
     """1 when OUT's manifest is not this version's or misses a page's default request."""
     from vitlens import __version__
     from vitlens.engine import request_id
-    from vitlens.shipped import manifest
+    from vitlens.store.shipped import manifest
 
     made = manifest(out)
     if made is None or made.get("vitlens") != __version__:

@@ -59,7 +59,7 @@ vl run variance --model demo_resnet --samples 32 --device cpu 2>&1 | grep -q "fr
 # a worker container (as the compose `worker` service) running a job, then stop both
 "$ENGINE" run -d --name "$NAME-worker" -e VITLENS_DEVICE=cpu -v "$VOLUME:/data/cache" -v "$CKPT:/data/checkpoints" \
   -v "$work/checkpoints:/data/checkpoints/team:ro" "$TAG" /app/.venv/bin/vitlens worker >/dev/null
-listed=$("$ENGINE" exec "$NAME-worker" /app/.venv/bin/python -c "from vitlens.paths import list_checkpoints; print(list_checkpoints())")
+listed=$("$ENGINE" exec "$NAME-worker" /app/.venv/bin/python -c "from vitlens.store.paths import list_checkpoints; print(list_checkpoints())")
 [[ "$listed" == *"team/team_epoch_001.safetensors"* && "$listed" == *"uploads/u1/mine.safetensors"* ]] \
   || fail "the worker does not see the team's checkpoints and the uploads: $listed"
 "$ENGINE" exec "$NAME" /app/.venv/bin/python -c "

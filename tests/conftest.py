@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 # Nothing in the tests may download: make the Hugging Face hub fail fast instead of trying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# The Results shipped with the package (vitlens.shipped) would answer the demo requests the tests
+# The Results shipped with the package (vitlens.store.shipped) would answer the demo requests the tests
 # compute and check: off here (workers and servers the tests start inherit it); tests/test_shipped.py
 # turns them on.
 os.environ.setdefault("VITLENS_DEMO_RESULTS", "off")

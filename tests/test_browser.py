@@ -112,7 +112,7 @@ def test_a_newcomers_first_start_draws_every_demo_view_from_the_shipped_results(
     in before any page is opened, and the landing page, Hessian and Loss landscape draw their charts
     with no job queued (the scoreboard included)."""
     from vitlens.jobs import JobManager
-    from vitlens.shipped import SHIPPED
+    from vitlens.store.shipped import SHIPPED
 
     os.environ["VITLENS_CACHE_DIR"] = str(tmp_path / "cache")  # this process reads the server's queue
     proc, url = start_server(tmp_path, VITLENS_DEMO_RESULTS=str(SHIPPED), VITLENS_INTERACTIVE_WORKERS="1")

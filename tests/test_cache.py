@@ -1,4 +1,4 @@
-"""Tests for vitlens.cache: private folder, keys, compute-once, corruption, no pickles, eviction."""
+"""Tests for vitlens.store (the result cache): private folder, keys, compute-once, corruption, no pickles, eviction."""
 import os
 import sqlite3
 import stat
@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from vitlens import cache as cache_mod
-from vitlens.cache import ResultCache, cache_dir, cache_key, model_fingerprint, parse_size
+from vitlens.store import cache as cache_mod
+from vitlens.store import keys as keys_mod
+from vitlens.store import ResultCache, cache_dir, cache_key, model_fingerprint, parse_size
 from vitlens.errors import VitlensError
 from vitlens.result import Result
 
@@ -128,7 +129,7 @@ def test_cache_key_stable_and_sensitive_to_every_part():
 def test_cache_key_includes_version(monkeypatch):
     args = ("f" * 64, "cifar10", "lesion", {})
     before = cache_key(*args)
-    monkeypatch.setattr(cache_mod, "VERSION", "999.0")
+    monkeypatch.setattr(keys_mod, "VERSION", "999.0")
     assert cache_key(*args) != before
 
 
@@ -256,7 +257,7 @@ def flip_middle_byte(data: bytes) -> bytes:
 @pytest.mark.parametrize("mutate", [flip_middle_byte, lambda d: d[: len(d) // 3], lambda d: b""])
 def test_corrupted_entry_is_dropped_and_recomputed(rc, caplog, rows, mutate):
     rc.put("key", make_result(1.0, rows), {"analysis": "variance"})
-    stored = cache_mod._RESULT_PREFIX + "key"
+    stored = cache_mod.RESULT_PREFIX + "key"
     # Sanity: the entry really is where we think.
     with diskcache.Cache(str(rc.directory)) as plain:
         assert isinstance(plain.get(stored), bytes)
@@ -276,7 +277,7 @@ def test_corrupted_entry_is_dropped_and_recomputed(rc, caplog, rows, mutate):
 
 def test_value_overwritten_by_plain_diskcache_is_rejected(rc):
     rc.put("key", make_result(), {})
-    stored = cache_mod._RESULT_PREFIX + "key"
+    stored = cache_mod.RESULT_PREFIX + "key"
     with diskcache.Cache(str(rc.directory)) as plain:
         plain[stored] = b"VLC1" + b"\0" * 32 + make_result(9.0).to_bytes()  # wrong checksum
     assert rc.get("key") is None
@@ -285,11 +286,11 @@ def test_value_overwritten_by_plain_diskcache_is_rejected(rc):
 
 def test_planted_pickle_is_never_unpickled(rc, tmp_path):
     marker = tmp_path / "pwned"
-    stored = cache_mod._RESULT_PREFIX + "key"
+    stored = cache_mod.RESULT_PREFIX + "key"
     with diskcache.Cache(str(rc.directory)) as plain:
         plain[stored] = PlantedPayload(marker)  # pickle mode, as an attacker would write it
-        plain[cache_mod._INDEX_PREFIX + "key"] = PlantedPayload(marker)
-        plain[cache_mod._ALIAS_PREFIX + "key"] = PlantedPayload(marker)
+        plain[cache_mod.INDEX_PREFIX + "key"] = PlantedPayload(marker)
+        plain[cache_mod.ALIAS_PREFIX + "key"] = PlantedPayload(marker)
         plain[PlantedPayload(marker)] = "planted under a pickled key"  # runs if keys are listed
 
     assert rc.get("key") is None
@@ -339,7 +340,7 @@ def test_size_limit_evicts_least_recently_used(tmp_path):
         k0 = next(row for row in c.ls() if row["key"] == "k0")
         assert k0["analysis"] == "a"  # its index record was kept fresh along with it
         # No orphan index records linger for evicted Results.
-        index_keys = [k for k in c._cache.iterkeys() if k.startswith(cache_mod._INDEX_PREFIX)]
+        index_keys = [k for k in c._cache.iterkeys() if k.startswith(cache_mod.INDEX_PREFIX)]
         assert len(index_keys) == len(present)
 
 
@@ -362,7 +363,7 @@ def test_ls_and_clear(rc):
 
 def test_ls_lists_result_whose_index_was_lost(rc):
     rc.put("a", make_result(), {"analysis": "hessian"})
-    rc._cache.delete(cache_mod._INDEX_PREFIX + "a")
+    rc._cache.delete(cache_mod.INDEX_PREFIX + "a")
     assert rc.ls() == [{"key": "a", "analysis": None, "model": None, "data": None,
                         "size": None, "created": None}]
 
@@ -370,10 +371,10 @@ def test_ls_lists_result_whose_index_was_lost(rc):
 def test_ls_drops_index_records_of_evicted_results(rc):
     rc.put("a", make_result(), {"analysis": "hessian"})
     rc.put("b", make_result(), {"analysis": "hessian"})
-    rc._cache.delete(cache_mod._RESULT_PREFIX + "a")  # as eviction would
+    rc._cache.delete(cache_mod.RESULT_PREFIX + "a")  # as eviction would
     assert [r["key"] for r in rc.ls()] == ["b"]
-    assert cache_mod._INDEX_PREFIX + "a" not in rc._cache
-    assert cache_mod._INDEX_PREFIX + "b" in rc._cache
+    assert cache_mod.INDEX_PREFIX + "a" not in rc._cache
+    assert cache_mod.INDEX_PREFIX + "b" in rc._cache
 
 
 def test_reopen_keeps_entries(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from vitlens.cache import ResultCache
+from vitlens.store import ResultCache
 from vitlens.errors import VitlensError
 from vitlens.result import Result
 
@@ -149,3 +149,29 @@ def test_a_read_only_cache_folder_serves_what_it_holds_and_refuses_new_results(t
     assert "is read-only" in capsys.readouterr().err
     assert main(["cache", "ls"]) == 0 and "1 entries" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == files
+
+
+def test_an_empty_or_short_key_is_replaced_and_what_it_sealed_is_refused(tmp_path):
+    """A key cut short by a full disk (O_EXCL create, then the write failed) left 0 bytes, and every
+    entry was then sealed with hmac(b"", ...): anyone who could write cache.db could forge Results.
+    A key of the wrong length is replaced, and an entry sealed with the empty key is never served."""
+    import hmac
+
+    from vitlens.store import cache as cache_mod
+    from vitlens.store.private import ENVELOPE_MAGIC, SECRET_FILE, SECRET_SIZE
+    folder = tmp_path / "c"
+    with ResultCache(folder) as cache:
+        cache.put("k", _result())
+    for bad in (b"", b"short"):
+        (folder / SECRET_FILE).write_bytes(bad)
+        payload = _result(5).to_bytes()
+        forged = ENVELOPE_MAGIC + hmac.new(bad, payload, hashlib.sha256).digest() + payload
+        with ResultCache(folder) as cache:
+            cache._cache.set(cache_mod.RESULT_PREFIX + "forged", forged)
+        key = (folder / SECRET_FILE).read_bytes()
+        assert len(key) == SECRET_SIZE and key != bad
+        assert oct((folder / SECRET_FILE).stat().st_mode & 0o777) == "0o600"
+        with ResultCache(folder) as cache:
+            assert cache.get("forged") is None  # sealed with the bad key: refused, dropped
+            assert cache.get("k") is None  # sealed with the replaced key: recomputed, never trusted
+    assert not [p for p in folder.iterdir() if p.name.startswith(f".{SECRET_FILE}")]  # no temporary left

@@ -98,8 +98,8 @@ def test_train_saves_checkpoint_per_epoch(tmp_path):
                              "--subsample", "0.25", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert code == 0, err
     assert "epoch 2/2" in out and "test acc" in out
-    files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["epoch_001.safetensors", "epoch_002.safetensors"]
+    files = sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith("."))
+    assert files == ["epoch_000.safetensors", "epoch_001.safetensors", "epoch_002.safetensors", "resume.safetensors"]
     meta = read_checkpoint_metadata(tmp_path / "run" / "epoch_002.safetensors")
     assert meta["model"] == "demo_resnet" and meta["epoch"] == 2 and meta["dataset"] == "digits"
     assert 0.0 <= meta["test_accuracy"] <= 1.0

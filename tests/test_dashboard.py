@@ -11,7 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from vitlens.cache import ResultCache
+from vitlens.store import ResultCache
 from vitlens.engine import JobSpec, cached_result, request_id
 from vitlens.models import load_model
 from vitlens.result import Result

@@ -1,6 +1,5 @@
 """One declaration: the request's fields and everything an analysis is (options, lane, sharding,
 limits, page, figures) are declared once, and every surface reads them."""
-import ast
 import importlib.util
 import json
 from pathlib import Path
@@ -183,83 +182,6 @@ def test_every_declared_figure_is_a_plot_and_every_option_it_names_exists():
     with pytest.raises(ValueError, match="lane"):
         register_analysis("broken", "x", [], lane="fast")(_toy)
     assert "broken" not in ANALYSES
-
-
-# ----------------------------------------------------------------------------- layers
-
-# Lower layers never import higher ones. Within a layer, modules may import each other.
-LAYERS = [
-    {"errors", "options", "request", "device", "progress", "result", "distributed"},
-    {"paths", "models", "data", "features", "hessian", "landscape", "cache", "shipped", "reference"},
-    {"context"},
-    {"analyses", "claims", "links"},
-    {"plots", "figures", "engine", "budget"},
-    {"jobs", "worker", "readme", "cli", "ui", "train", "api", "report", "wandb_export", "__main__"},
-]
-# Imports inside a function that point up, each with its reason (checked to still be needed).
-DEFERRED_UP = {
-    ("result", "figures"): "Result.figures() draws with the declarations above it; deferred to break the cycle",
-}
-
-
-def _layer(module: str) -> int:
-    top = module.split(".")[0]
-    return next(k for k, layer in enumerate(LAYERS) if top in layer)
-
-
-def _imports(path: Path, module: str):
-    """(imported vitlens module, at module level?) for every import in PATH."""
-    tree = ast.parse(path.read_text())
-    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
-    top_level = set(map(id, tree.body))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[:len(package) - node.level + 1]
-            target = ".".join(base + ([node.module] if node.module else []))
-            names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vitlens"):
-            names = [node.module]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("vitlens")]
-        else:
-            continue
-        for name in names:
-            inner = name.split(".", 1)[1] if "." in name else ""
-            top = inner.split(".")[0]
-            if inner and not ((ROOT / "vitlens" / top).is_dir() or (ROOT / "vitlens" / f"{top}.py").is_file()):
-                continue  # a name of the package itself (`from . import __version__`)
-            yield inner, id(node) in top_level
-
-
-def test_no_module_imports_a_higher_layer():
-    """The structure drawn from the imports: no arrow from a lower layer up, and no analysis imports
-    the engine or the cache (Context is their way out)."""
-    root = ROOT / "vitlens"
-    used = set()
-    for path in root.rglob("*.py"):
-        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removeprefix("vitlens.")
-        if module == "__init__":
-            continue  # the package's own API re-exports
-        for target, top_level in _imports(path, "vitlens." + module):
-            if not target:
-                continue
-            if module.startswith("analyses"):
-                assert not target.startswith(("engine", "cache")), f"{module} imports {target}"
-            if _layer(target) > _layer(module):
-                pair = (module.split(".")[0], target.split(".")[0])
-                assert not top_level and pair in DEFERRED_UP, f"{module} imports {target} (a higher layer)"
-                used.add(pair)
-    assert used == set(DEFERRED_UP)
-
-
-# Files over 400 lines, each of one concern.
-LONG_FILES = {"vitlens/models/checkpoints.py": "reading and converting checkpoints (every layout vitlens loads)",
-              "vitlens/cache.py": "the result cache (entries, aliases, seals, recovery)"}
-
-
-def test_no_file_in_the_package_is_long_and_mixed():
-    long = {str(p.relative_to(ROOT)) for p in (ROOT / "vitlens").rglob("*.py") if len(p.read_text().splitlines()) > 400}
-    assert long <= set(LONG_FILES), long - set(LONG_FILES)
 
 
 def test_json_round_trip_of_a_request():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vitlens import VitlensError
-from vitlens.paths import list_checkpoints, resolve_inside
+from vitlens.store.paths import list_checkpoints, resolve_inside
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from vitlens.context import Context
 from vitlens.request import JobSpec
-from vitlens.analyses.evaluate import Scores, calibration_bins, evaluate, expected_calibration_error
+from vitlens.analyses.evaluate import evaluate
+from vitlens.metrics import Scores, calibration_bins, expected_calibration_error
 from vitlens.data import load_data
 from vitlens.models import load_model
 from vitlens.progress import Progress

@@ -2,6 +2,7 @@
 shipped demos recomputed from their Results, and the Findings page."""
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -218,7 +219,7 @@ def test_table_comparison_allows_last_digit_only():
 
 def test_findings_page_renders_a_table_with_links(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    from vitlens.cache import ResultCache
+    from vitlens.store import ResultCache
     monkeypatch.setenv("VITLENS_CHECKPOINT_ROOT", str(tmp_path))
     monkeypatch.setenv("VITLENS_DATA_ROOT", str(tmp_path))
     spec = JobSpec(analysis="findings", model="demo_resnet", samples=48, batch_size=16,
@@ -286,3 +287,73 @@ def test_scoreboard_from_constructed_results():
     assert all(frame["link"].str.len() > 0)
     assert "fourier failed on purpose" in frame.loc[(frame.claim == "low_pass") & (frame.model == "v"), "reason"].iloc[0]
     assert "| non_convexity | v vs r | holds |" in findings_table(frame)
+
+
+# ----------------------------------------------------------------------------- a new claim is one declaration
+
+TOY_CLAIM = "toy_positive_variance"
+
+
+def _positive_variance(variance, model, evidence):
+    """The toy claim's rule: the feature-map variance is positive in every block."""
+    frame = variance.frame
+    bad = list(frame.loc[frame["variance"] <= 0, "name"])
+    return ((len(frame) - len(bad)) / len(frame), f"{len(frame) - len(bad)}/{len(frame)} blocks positive",
+            F.FAILS if bad else F.HOLDS, f"not positive at {', '.join(bad)}" if bad else "positive in every block")
+
+
+@pytest.fixture
+def toy_claim():
+    claim = F.register_claim(F.Claim(TOY_CLAIM, "Positive variance", "feature-map variance is positive everywhere",
+                                     "none (a test claim)", needs=("variance",), rule=F.per_model(_positive_variance)))
+    yield claim
+    F.CLAIMS.pop(TOY_CLAIM)
+
+
+def test_a_new_claim_is_one_declaration(toy_claim):
+    """Registered once, the toy claim is in the scoreboard (its verdicts from hand-made Results, after the
+    paper's claims), the findings analysis (its needs requested, its rows in the Result) and the report."""
+    resnet = _evidence(["stem", "conv", "conv", "conv", "conv"], [0, 1, 1, 2, 2], nep=0.0, ape=5.0, top=9.0,
+                       curvature=2.0, noise_drop=0.3)
+    vit = _evidence(["stem", "msa", "mlp", "msa", "mlp"], [0, 1, 1, 1, 1], nep=0.2, ape=1.0, top=2.0,
+                    curvature=0.5, noise_drop=0.05)
+    vit["variance"] = (vit["variance"][0], Result(vit["variance"][1].frame.assign(
+        variance=lambda f: f["variance"].where(f["name"] != "b2", 0.0)), {}))
+    frame = F.scoreboard(JobSpec(analysis="findings", samples=64), {"r": resnet, "v": vit})
+    toy = frame[frame["claim"] == TOY_CLAIM]
+    assert list(toy.index) == [len(frame) - 2, len(frame) - 1]  # after the paper's claims
+    assert list(toy["model"]) == ["r", "v"] and list(toy["verdict"]) == [F.HOLDS, F.FAILS]
+    assert list(toy["value"]) == [1.0, 0.8] and toy["reason"].iloc[1] == "not positive at b2"
+    assert set(toy["figure"]) == {"none (a test claim)"} and toy["link"].iloc[0] == links.link(resnet["variance"][0])
+
+    # the findings analysis: the sub-analyses come from the claims' needs, its Result holds the rows
+    served = {"demo_resnet": resnet, "demo_vit": vit}
+    ctx = Context(None, None, JobSpec(analysis="findings", model="demo_resnet", samples=64, device="cpu"),
+                  torch.device("cpu"), lambda total, desc: Progress(total, desc),
+                  runner=lambda spec: served[spec.model][spec.analysis][1])
+    result = get_analysis("findings").fn(ctx, get_analysis("findings").parse({"models": "demo_resnet,demo_vit"}))
+    rows = result.frame[result.frame["claim"] == TOY_CLAIM]
+    assert list(rows["model"]) == ["demo_resnet", "demo_vit"] and list(rows["verdict"]) == [F.HOLDS, F.FAILS]
+    F.register_claim(replace(toy_claim, needs=("variance", "evaluate")))  # a need no other claim has
+    specs = findings.sub_specs(JobSpec(analysis="findings", samples=64), "demo_vit", get_analysis("findings").parse({}))
+    assert list(specs)[-1] == "evaluate" and specs["evaluate"].params == links.page_params("evaluate", {})
+
+    # the report: a section under its readable name, with its declared evidence
+    from vitlens.report import Report, render
+    page = render(Report(result))
+    assert "<h3 id='claim-toy_positive_variance'>Positive variance: feature-map variance is positive everywhere" in page
+
+
+def test_each_claim_needs_known_analyses_and_the_requests_stay():
+    """The declared needs are registered analyses (the evidence among them), and together they are the
+    seven sub-requests findings has always made (their request ids, cache keys and shipped Results)."""
+    for claim in F.CLAIMS.values():
+        assert claim.evidence in claim.needs and all(get_analysis(a) for a in claim.needs), claim.id
+    assert findings.needed() == ["hessian", "landscape", "fourier", "variance", "lesion", "cka", "noise"]
+    assert set(findings.SUB_OPTIONS) <= set(findings.needed())  # no option passed to an analysis no claim needs
+    specs = findings.sub_specs(JobSpec(analysis="findings", samples=64), "m", get_analysis("findings").parse({}))
+    assert {k: s.params for k, s in specs.items() if k in ("hessian", "landscape", "noise")} == dict(
+        hessian=links.page_params("hessian", dict(what="spectrum", top_k=5, minibatches=8, minibatch=16)),
+        landscape=links.page_params("landscape", dict(grid=11, range=1.0)),
+        noise=links.page_params("noise", dict(frequencies=11, eps=0.1)))
+    assert [c.name for c in F.CLAIMS.values()][:2] == ["Non-convexity", "Flatness"]

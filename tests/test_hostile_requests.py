@@ -172,7 +172,7 @@ def test_a_bad_out_path_fails_before_computing(out, reason, tmp_path, capsys):
     path = str(tmp_path / "x.csv") if out == "DIR" else out if out.startswith("/") else str(tmp_path / out)
     code, line = run_cli(["run", "landscape", "--grid", "51", "--samples", "all", "--out", path], capsys)
     assert code == 2 and reason in line, line
-    from vitlens.cache import ResultCache
+    from vitlens.store import ResultCache
     with ResultCache() as cache:
         assert cache.ls() == []  # refused before the 51x51 grid: nothing computed
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from queue_helpers import sigterm, spec, start_worker, stop, wait_for_workers, wait_until
-from vitlens.cache import ResultCache
+from vitlens.store import ResultCache
 from vitlens.engine import cached_result
 from vitlens.jobs import DONE, FAILED, QUEUED, RUNNING, JobManager, message_args
 

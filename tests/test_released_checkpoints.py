@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from vitlens import VitlensError
 from vitlens.cli import main
 from vitlens.models import check_blocks, load_checkpoint, load_model, read_state_dict
-from vitlens.models.checkpoints import RELEASED, convert_state_dict, released_checkpoint
+from vitlens.models.convert import convert_state_dict
+from vitlens.models.released import RELEASED, released_checkpoint
 
 HERE = Path(__file__).parent / "fixtures" / "released"
 MANIFEST = json.loads((HERE / "manifest.json").read_text())

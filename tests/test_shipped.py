@@ -1,4 +1,4 @@
-"""The Results shipped inside the package (vitlens.shipped, made by scripts/make_demo_results.py): every
+"""The Results shipped inside the package (vitlens.store.shipped, made by scripts/make_demo_results.py): every
 page's default view of the demo models is there, draws on a fresh cache without queueing a job, matches
 a recomputation, and is ignored (recomputed) when it was made by another vitlens version."""
 import importlib.util
@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from vitlens.engine import JobSpec, cached_result, request_id, run
 from vitlens.jobs import JobManager
-from vitlens.shipped import MANIFEST, SHIPPED, manifest
+from vitlens.store.shipped import MANIFEST, SHIPPED, manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("make_demo_results", ROOT / "scripts" / "make_demo_results.py")

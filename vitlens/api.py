@@ -17,11 +17,11 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .analyses import get_analysis
+from .declarations import get_analysis
 from .engine import run as run_spec
 from .errors import VitlensError
 from .figures import compare as compare_figure
-from .reference import reference as reference_result
+from .store.reference import reference as reference_result
 from .request import REQUEST_FIELDS, parse_request
 from .result import Result
 

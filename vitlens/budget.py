@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .analyses import get_analysis
-from .cache import parse_size
+from .declarations import Analysis, get_analysis
 from .errors import VitlensError
 from .models.registry import check_model_args
 from .models.sizing import Sizing, human, size_model
 from .request import JobSpec
+from .store.disk import parse_size
 
 FLOAT = 4  # bytes: the analyses compute in float32
 # What any first pass costs besides the formula's terms: the allocator's arenas and the kernels'
@@ -41,9 +41,10 @@ class Estimate:
         return f"about {human(self.bytes)} ({parts})"
 
 
-def estimate(spec: JobSpec) -> Estimate:
-    """The peak memory SPEC's analysis should need (see `vitlens.analyses.Memory`)."""
-    analysis = get_analysis(spec.analysis)
+def estimate(spec: JobSpec, analysis: Analysis | None = None) -> Estimate:
+    """The peak memory SPEC's analysis (ANALYSIS, when the caller has looked it up) should need
+    (see `vitlens.declarations.Memory`)."""
+    analysis = analysis or get_analysis(spec.analysis)
     params = analysis.parse(spec.params or {})
     sizing = size_model(spec.model, check_model_args(spec.model_args or {}))
     memory = analysis.memory
@@ -78,9 +79,9 @@ def available(device: str = "auto") -> tuple[int, str]:
         return 2 ** 62, "unknown"
 
 
-def check(spec: JobSpec) -> Estimate:
+def check(spec: JobSpec, analysis: Analysis | None = None) -> Estimate:
     """SPEC's estimate, or one line when it is over the budget (nothing is built or allocated)."""
-    need = estimate(spec)
+    need = estimate(spec, analysis)
     budget, source = available(spec.device)
     if need.bytes > budget:
         raise VitlensError(f"{spec.analysis} on {spec.model} (batch {need.batch}, {spec.samples or 'all'} samples) "

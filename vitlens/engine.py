@@ -10,11 +10,9 @@ engine sits above the analyses and nothing below imports it.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import pandas as pd
@@ -22,23 +20,25 @@ import timm
 import torch
 import torch.nn as nn
 
-from . import __version__, budget, distributed
-from .analyses import Analysis, get_analysis
-from .cache import ResultCache, cache_key, model_fingerprint
+from . import budget, distributed
 from .context import Context
+from .declarations import CHECKPOINT_NAMES, get_analysis
 from .data import load_data
 from .device import full_precision, resolve_device
 from .errors import VitlensError
-from .models import load_checkpoint, load_model
-from .models.checkpoints import SUFFIXES
+from .models import load_checkpoint, load_model, read_checkpoint_metadata
+from .models.checkpoints import epoch_files, select_epochs
 from .models.registry import check_model_args, list_models
 from .models.sizing import size_model
 from .progress import Progress, ProgressCallback, cli_progress, current_interrupt, interruptible
 from .request import JobSpec
 from .result import Result
-from .shipped import shipped_result
+from .store import ResultCache, model_fingerprint
+from .store.keys import Recipe, request_id
+from .store.shipped import shipped_result
+from .version import __version__
 
-__all__ = ["Context", "JobSpec", "build_model", "cached_result", "request_id", "run"]
+__all__ = ["Context", "JobSpec", "build_model", "cached_result", "request_id", "run"]  # request_id: from store.keys
 
 
 def build_model(spec: JobSpec, allow_nonfinite: bool = False) -> nn.Module:
@@ -77,63 +77,9 @@ def check_fits(model: nn.Module, dataset, spec: JobSpec) -> None:
             raise VitlensError(f"{spec.model} cannot take {spec.dataset}'s {shape} images: {reason}") from None
 
 
-def resolve_params(analysis: Analysis, params: dict) -> dict:
-    """SPEC's options, parsed and checked against the analysis' declaration, defaults filled in."""
-    return analysis.parse(params)
-
-
-def _file_stats(path) -> list | None:
-    """[name, size, mtime_ns] of the weight file PATH, or of every weight file in the folder PATH."""
-    try:
-        path = Path(path).expanduser()
-        files = sorted(f for f in path.iterdir() if f.name.endswith(SUFFIXES)) if path.is_dir() else [path]
-        return [[f.name, (st := os.stat(f)).st_size, st.st_mtime_ns] for f in files]
-    except OSError:
-        return None
-
-
-def referenced_files(spec: JobSpec) -> dict:
-    """Size and time of every weight file the request reads besides the model spec's own weights
-    (the options declared with path=True: --checkpoints folders, a trajectory, a path endpoint).
-    Part of the request id and the cache key, so a retrained folder gives a new Result."""
-    names = [o.name for o in get_analysis(spec.analysis).options if o.path] if spec.analysis else []
-    return {name: _file_stats(spec.params[name]) for name in names if spec.params.get(name)}
-
-
-def data_files(dataset: str) -> str | None:
-    """A digest of the name, size and time of every file behind a `tensors:`/`folder:` data spec, so
-    relabelled or replaced data gives a new Result (None for the named data sets)."""
-    kind, _, path = dataset.partition(":")
-    if kind not in ("tensors", "folder") or not path:
-        return None
-    root = Path(path).expanduser()
-    digest = hashlib.sha256()
-    try:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            st = f.stat()
-            digest.update(f"{f.relative_to(root) if f != root else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def request_id(spec: JobSpec) -> str:
-    """A hash of what the user asked for (the spec, plus the size and time of every weight file it reads).
-
-    Identical requests share it: they join one running job and find its Result through a cache
-    alias without rebuilding the model. The cache key itself also covers the weights."""
-    payload = dict(spec.to_dict(), vitlens=__version__)  # shipped weights change only with the version
-    if spec.checkpoint:
-        payload["checkpoint_stat"] = _file_stats(spec.checkpoint)
-    payload["files"] = referenced_files(spec)
-    payload["data_files"] = data_files(spec.dataset)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def cached_result(spec: JobSpec, cache=None, request: str | None = None) -> Result | None:
-    """The Result of SPEC if it was computed before, or shipped with vitlens (`vitlens.shipped`; no
-    model is built). REQUEST: SPEC's `request_id` when the caller has it already."""
+    """The Result of SPEC if it was computed before, or shipped with vitlens (`vitlens.store.shipped`;
+    no model is built). REQUEST: SPEC's `request_id` when the caller has it already."""
     own = cache is None
     cache = ResultCache() if own else cache
     request = request or request_id(spec)
@@ -143,15 +89,6 @@ def cached_result(spec: JobSpec, cache=None, request: str | None = None) -> Resu
         if own:
             cache.close()
     return found if found is not None else shipped_result(request)  # the demo views shipped with vitlens
-
-
-def recipe_key(fingerprint: str, spec: JobSpec, name: str, params: dict) -> str:
-    """The cache key of what NAME computes under PARAMS on SPEC's data with the model of FINGERPRINT:
-    the final Result's key (NAME = the analysis) and its partial results' (`Context.partial_store`)."""
-    data_spec = dict(dataset=spec.dataset, split=spec.split, samples=spec.samples, seed=spec.seed,
-                     batch_size=spec.batch_size, files=data_files(spec.dataset))
-    return cache_key(fingerprint, data_spec, name,
-                     dict(params, model=spec.model, model_args=spec.model_args, files=referenced_files(spec)))
 
 
 class CachedPartials:
@@ -179,18 +116,26 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
     ALLOW_NONFINITE: load weights and data with NaN/Inf values instead of refusing them (it changes no
     number, so it is not part of the cache key). INTERRUPT: what `progress.checkpoint()` calls inside
     the analysis' long loops (the worker's stop and cancel check; it raises to stop the job)."""
-    analysis = get_analysis(spec.analysis)
-    params = resolve_params(analysis, spec.params)
+    analysis = get_analysis(spec.analysis)  # looked up once: the recipe and the budget take it
+    params = analysis.parse(spec.params)
     device = resolve_device(spec.device)
-    request = request_id(spec)  # once per run: it stats every weight file and walks a folder data set
+    recipe = Recipe.of(spec, analysis)  # once per run: it stats every weight file and walks a folder data set
+    request = recipe.request_id
+    if params.get("checkpoints"):
+        return _run_over_checkpoints(spec, params, recipe, use_cache, cache,
+                                     dict(progress=progress, verbose=verbose, allow_nonfinite=allow_nonfinite,
+                                          interrupt=interrupt))
+    params = {k: v for k, v in params.items() if k not in CHECKPOINT_NAMES}  # one model state: the key as ever
     if use_cache and distributed.world()[1] == 1:
         known = cached_result(spec, cache, request)  # asked before: no need to build and fingerprint the model
         if known is not None:
             return known, True
-    budget.check(spec)  # sized on the meta device: over the memory budget is one line, nothing allocated
-    model = build_model(spec, allow_nonfinite)
+    budget.check(spec, analysis)  # sized on the meta device: over the memory budget is one line, nothing allocated
+    with torch.random.fork_rng(devices=[]):  # a model without weights starts the same for the same request
+        torch.manual_seed(spec.seed)
+        model = build_model(spec, allow_nonfinite)
     fingerprint = model_fingerprint(model)
-    key = recipe_key(fingerprint, spec, spec.analysis, params)
+    key = recipe.key(fingerprint, spec.analysis, params)
     opened: list[ResultCache] = []
 
     def partials(name: str, keyed: dict) -> CachedPartials | None:
@@ -202,7 +147,7 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
             return None
         if store_cache is not cache:
             opened.append(store_cache)
-        return CachedPartials(store_cache, recipe_key(fingerprint, spec, name, keyed), spec, name)
+        return CachedPartials(store_cache, recipe.key(fingerprint, name, keyed), spec, name)
 
     def compute() -> Result:
         start = time.perf_counter()
@@ -245,6 +190,47 @@ def run(spec: JobSpec, use_cache: bool = True, progress: ProgressCallback | None
         return outcome
     finally:
         if own:
+            cache.close()
+
+
+def _run_over_checkpoints(spec: JobSpec, params: dict, recipe: Recipe, use_cache: bool, cache,
+                          options: dict) -> tuple[Result, bool]:
+    """SPEC's analysis on every chosen epoch_NNN.safetensors of its `checkpoints` folder: each one its
+    own request (cached alone: a stopped run keeps the epochs it finished), stacked with an `epoch`
+    column; the summary lists each epoch's summary with the checkpoint's saved metrics."""
+    if spec.checkpoint:
+        raise VitlensError("give --checkpoint (one file) or --checkpoints (a folder of epochs), not both")
+    files = dict(epoch_files(params["checkpoints"]))
+    chosen = [e for e in select_epochs(params["checkpoint_epochs"], max(files)) if e in files]
+    if not chosen:
+        raise VitlensError(f"none of the epochs {params['checkpoint_epochs']} is in {params['checkpoints']} "
+                           f"(it has {', '.join(map(str, files))})")
+    own = {k: v for k, v in spec.params.items() if k not in CHECKPOINT_NAMES}
+
+    def combine() -> Result:
+        frames, per_epoch = [], []
+        for epoch in chosen:
+            sub = replace(spec, checkpoint=str(files[epoch]), params=own)
+            result, _ = run(sub, use_cache=use_cache, cache=cache, **options)
+            saved = read_checkpoint_metadata(files[epoch])
+            frames.append(result.frame.assign(epoch=epoch)[["epoch", *result.frame.columns]])
+            per_epoch.append(dict(result.meta.get("summary") or {}, epoch=epoch, checkpoint=files[epoch].name,
+                                  test_accuracy=saved.get("test_accuracy"), train_nll=saved.get("train_nll")))
+        return Result(pd.concat(frames, ignore_index=True),
+                      dict(analysis=spec.analysis, spec=spec.to_dict(), params=params,
+                           summary=dict(checkpoints=len(chosen), per_epoch=per_epoch), versions=_versions()))
+
+    if not use_cache or distributed.world()[1] > 1:
+        return combine(), False
+    own_cache = cache is None
+    cache = ResultCache() if own_cache else cache
+    try:
+        key = recipe.key("over-checkpoints", spec.analysis, params)  # the folder's files are in the recipe
+        outcome = cache.get_or_compute(key, combine, _info(spec))
+        cache.set_alias(recipe.request_id, key)
+        return outcome
+    finally:
+        if own_cache:
             cache.close()
 
 

@@ -9,14 +9,16 @@ Files: `.html` is self-contained (Plotly's JavaScript inlined, opens offline); `
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
 
-from . import __version__, plots
-from .analyses import Figure, get_analysis
+from . import plots
+from .declarations import Figure, get_analysis
 from .errors import VitlensError
 from .result import Result
+from .version import __version__
 
 FORMATS = (".html", ".png", ".svg", ".pdf")
 COMPARE_VIEWS = {"variance": plots.variance_curve, "fourier": plots.fourier_high_frequency,
@@ -127,3 +129,6 @@ def save(fig: go.Figure, path: str | Path) -> Path:
                            "works") from None
     path.write_bytes(data)
     return path
+
+
+Result.draw_with(sys.modules[__name__])  # Result.figures() and Jupyter's display draw with these

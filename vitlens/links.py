@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from .analyses import get_analysis
+from .declarations import get_analysis
 from .request import JobSpec, request_option, request_query
 
 COMPARE_PAGE = "Compare"

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .analyses.fourier import high_frequency
+from .frames import high_frequency
 from .result import Result
 
 SHADE = {"msa": "rgba(66, 133, 244, 0.13)", "pool": "rgba(120, 120, 120, 0.16)"}
@@ -280,3 +280,22 @@ def bar(result: Result, x: str, y: str, title: str = "") -> go.Figure:
     """A bar per row of the Result's frame: column Y against column X (any analysis' simple view)."""
     fig = go.Figure(go.Bar(x=result.frame[x].astype(str), y=result.frame[y]))
     return _layout(fig, title or f"{y} by {x}", x, y)
+
+
+# ----------------------------------------------------------------------------- training
+
+def training_curves(result: Result) -> go.Figure:
+    """An experiment cell's kept epochs: train and test NLL (left axis), test error (right axis)."""
+    frame = result.frame.sort_values("epoch")
+    spec = result.meta.get("spec") or {}
+    fig = go.Figure()
+    for column, name, dash in (("train_nll", "train NLL", "solid"), ("test_nll", "test NLL", "dot")):
+        if column in frame:
+            fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], mode="lines+markers", name=name,
+                                     line=dict(dash=dash)))
+    if "test_error" in frame:
+        fig.add_trace(go.Scatter(x=frame["epoch"], y=frame["test_error"], mode="lines+markers", name="test error",
+                                 yaxis="y2", line=dict(color="#d62728")))
+    fig.update_layout(yaxis2=dict(title="test error", overlaying="y", side="right", range=[0, 1]))
+    fraction = f" · {frame['fraction'].iloc[0]:g} of the data" if "fraction" in frame and len(frame) else ""
+    return _layout(fig, f"Training of {spec.get('model', 'the model')}{fraction}", "epoch", "NLL")

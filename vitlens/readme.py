@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from .analyses import list_analyses
+from .declarations import CHECKPOINT_OPTIONS, list_analyses
 from .options import markdown_table
 from .request import REQUEST_OPTIONS
 
@@ -19,7 +19,7 @@ def analyses_table() -> str:
     """One row per analysis: what it computes, its lane, what torchrun shards, its page and figures."""
     lines = ["| analysis | lane | torchrun shards | page | figures |", "|---|---|---|---|---|"]
     for a in sorted(list_analyses(), key=lambda a: a.name):
-        page = f"{a.page.title} (`/{a.page.slug}`)" if a.page else "landing page"
+        page = f"{a.page.title} (`/{a.page.slug}`)" if a.page else "none of its own"
         figures = ", ".join(dict.fromkeys(f"`{f.plot}`" for f in a.figures)) or "none"
         lines.append(f"| `{a.name}` | {a.lane} | {a.shards or 'no'} | {page} | {figures} |")
     return "\n".join(lines)
@@ -28,10 +28,12 @@ def analyses_table() -> str:
 def options_section() -> str:
     parts = [README_OPTIONS_START, "", "#### The request (every analysis)", "", markdown_table(REQUEST_OPTIONS), "",
              "#### The analyses", "", analyses_table(), ""]
+    parts += ["#### Over training checkpoints (every analysis of one model state)", "",
+              markdown_table(list(CHECKPOINT_OPTIONS)), ""]
     for analysis in sorted(list_analyses(), key=lambda a: a.name):
         parts.append(f"#### `{analysis.name}`")
         parts.append("")
-        parts.append(markdown_table(analysis.options) if analysis.options else "No options of its own.")
+        parts.append(markdown_table(analysis.own_options) if analysis.own_options else "No options of its own.")
         parts.append("")
     parts.append(README_OPTIONS_END)
     return "\n".join(parts)

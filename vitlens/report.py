@@ -19,21 +19,18 @@ import plotly.graph_objects as go
 import plotly.offline
 import torch
 
-from . import __version__, plots
-from .analyses import get_analysis
-from .analyses.findings import sub_specs
-from .claims import CLAIMS, FIGURES
+from . import plots
+from .version import __version__
+from .declarations import get_analysis
+from .analyses.findings import needed, sub_specs
+from .claims import CLAIMS
 from .engine import run
 from .errors import VitlensError
 from .figures import COMPARE_VIEWS, caption, compare, figures
 from .progress import Progress
-from .reference import list_references, reference
+from .store.reference import list_references, reference
 from .request import JobSpec
 from .result import Result
-
-# which sub-analysis holds each claim's evidence, and how several models' Results are overlaid
-EVIDENCE = dict(non_convexity="hessian", flatness="landscape", low_pass="fourier", variance="variance",
-                variance_peak="variance", lesion="lesion", cka_structure="cka", noise_robustness="noise")
 
 
 @dataclass
@@ -63,10 +60,10 @@ def gather(base: JobSpec, models: list[str], options: dict | None = None, verbos
     params = get_analysis("findings").parse(spec.params)
     board, _ = run(spec, verbose=verbose)
     report = Report(board)
-    progress = Progress(len(models) * 8, "report", stream=sys.stderr if verbose else None)
+    progress = Progress(len(models) * (len(needed()) + 1), "report", stream=sys.stderr if verbose else None)
     for model in models:
         subs = sub_specs(spec, model, params)
-        subs["evaluate"] = replace(subs["fourier"], analysis="evaluate", params={})
+        subs["evaluate"] = replace(next(iter(subs.values())), analysis="evaluate", params={})
         report.results[model] = {}
         for name, sub in subs.items():
             try:
@@ -87,8 +84,9 @@ def _ok(result: Result) -> bool:
 
 
 def evidence_figures(report: Report, claim: str) -> list[go.Figure]:
-    """The figure(s) behind CLAIM, all models on one axis where the analysis allows it."""
-    analysis = EVIDENCE[claim]
+    """The figure(s) behind CLAIM (its declared evidence analysis), all models on one axis where the
+    analysis allows it."""
+    analysis = CLAIMS[claim].evidence
     pairs = [(m, r[analysis]) for m, r in report.results.items() if _ok(r[analysis])]
     if not pairs:
         return []
@@ -131,10 +129,12 @@ def render(report: Report) -> str:
              "<h2>The paper's findings</h2>",
              _table(board.frame, ["claim", "model", "verdict", "values", "reason", "figure"])]
     parts.append("<h2>Evidence per claim</h2>")
-    for claim, text in CLAIMS.items():
-        parts.append(f"<h3 id='claim-{claim}'>{html.escape(claim)}: {html.escape(text)} "
-                     f"({html.escape(FIGURES[claim])})</h3>")
-        figs = evidence_figures(report, claim)
+    for claim in CLAIMS.values():
+        parts.append(f"<h3 id='claim-{html.escape(claim.id)}'>{html.escape(claim.name)}: "
+                     f"{html.escape(claim.statement)} ({html.escape(claim.figure)})</h3>"
+                     f"<p class='caption'>rows <code>{html.escape(claim.id)}</code> of the table above; "
+                     f"evidence: {html.escape(claim.evidence)}</p>")
+        figs = evidence_figures(report, claim.id)
         parts += [_figure_html(f) for f in figs] or ["<p>no Result to draw</p>"]
     parts.append("<h2>Every analysis per model</h2>")
     for model, results in report.results.items():

@@ -18,14 +18,21 @@ import pandas as pd
 from .errors import VitlensError
 
 _MAGIC = b"VLRS1\n"
+_VIEWS = None  # what draws Results (`vitlens.figures` registers itself on import)
 
 
-def _json_safe(value: Any) -> Any:
+def _views():
+    if _VIEWS is None:
+        raise VitlensError("no views are registered to draw Results: import vitlens (or vitlens.figures) first")
+    return _VIEWS
+
+
+def json_safe(value: Any) -> Any:
     """Make metadata JSON-safe: numpy scalars, tuples, paths and non-finite floats."""
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -46,13 +53,13 @@ class Result:
         """Serialise as data: a JSON header line, then Parquet bytes of the frame."""
         buf = io.BytesIO()
         self.frame.to_parquet(buf, index=False)
-        header = json.dumps(_json_safe(self.meta), sort_keys=True).encode()
+        header = json.dumps(json_safe(self.meta), sort_keys=True).encode()
         return _MAGIC + header + b"\n" + buf.getvalue()
 
     def figures(self) -> list:
-        """This Result's figures (Plotly), as its analysis declares them, in order."""
-        from .figures import figures  # deferred: figures sits above Result (it reads the declarations)
-        return figures(self)
+        """This Result's figures (Plotly), as its analysis declares them, in order (drawn by the views
+        that registered with `Result.draw_with`: `vitlens.figures`)."""
+        return _views().figures(self)
 
     def figure(self):
         """The main figure (the first declared), or None for an analysis without figures."""
@@ -61,10 +68,16 @@ class Result:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         """Jupyter shows a Result as its main figure (interactive, offline)."""
-        from .figures import mimebundle  # deferred: as in figures()
         figure = self.figure()
-        bundle = {} if figure is None else mimebundle(figure)
+        bundle = {} if figure is None else _views().mimebundle(figure)
         return dict(bundle, **{"text/plain": repr(self)})
+
+    @staticmethod
+    def draw_with(views) -> None:
+        """Register VIEWS (an object with `figures(result)` and `mimebundle(figure)`): the views layer
+        draws Results; Result itself is data and imports nothing above it."""
+        global _VIEWS
+        _VIEWS = views
 
     def __repr__(self) -> str:
         spec = self.meta.get("spec") or {}
@@ -92,13 +105,13 @@ class Result:
         if suffix == ".csv":
             self.frame.to_csv(path, index=False)
             path.with_suffix(path.suffix + ".meta.json").write_text(
-                json.dumps(_json_safe(self.meta), indent=2, sort_keys=True))
+                json.dumps(json_safe(self.meta), indent=2, sort_keys=True))
         elif suffix == ".parquet":
             self.frame.to_parquet(path, index=False)
             path.with_suffix(path.suffix + ".meta.json").write_text(
-                json.dumps(_json_safe(self.meta), indent=2, sort_keys=True))
+                json.dumps(json_safe(self.meta), indent=2, sort_keys=True))
         else:
-            payload = {"meta": _json_safe(self.meta),
+            payload = {"meta": json_safe(self.meta),
                        "rows": json.loads(self.frame.to_json(orient="records"))}
             path.write_text(json.dumps(payload, indent=2))
         return path

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-from .analyses import LANES, get_analysis
+from .declarations import LANES, get_analysis
 from .engine import cached_result, run
 from .errors import VitlensError
 from .jobs import (CANCELLED, DONE, FAILED, FINAL, QUEUED, RUNNING, JobCancelled, JobYielded, Queue, Records,

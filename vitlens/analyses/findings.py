@@ -1,10 +1,11 @@
 """The paper's findings, checked on any model: a scoreboard over the analyses vitlens already has.
 
 `vitlens run findings --models demo_resnet_deep,demo_vit_deep,demo_alternet` runs, for every model,
-the sub-analyses below as sub-requests (`ctx.run`: one JobSpec each, with the base spec's data set,
-split, samples, batch size, seed and device; cached Results are reused, and each sub-Result is the
-one the linked dashboard page shows), then applies one small pure rule per claim
-(`vitlens.claims.rules`; the rules and thresholds are described there and in README 'Findings').
+the sub-analyses the declared claims need (`vitlens.claims.CLAIMS`, `needed`) as sub-requests
+(`ctx.run`: one JobSpec each, with the base spec's data set, split, samples, batch size, seed and
+device; cached Results are reused, and each sub-Result is the one the linked dashboard page shows),
+then applies each claim's small pure rule (`vitlens.claims`; the rules and thresholds are described
+there and in README 'Findings').
 The sub-analyses' options keep their own declarations (bounds, limits): findings' options are
 theirs under a prefixed name where two would clash.
 """
@@ -13,8 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from ..claims import group_of, scoreboard, tally
-from ..claims.scoreboard import _ok
+from ..claims import CLAIMS, group_of, ok, scoreboard, tally
 from ..context import Context
 from ..errors import VitlensError
 from ..models import blocks as model_blocks
@@ -62,7 +62,7 @@ def scoreboard_spec(base, params: dict | None = None):
 
 def parse_models(text: str, what: str = "--models") -> list[str]:
     """A comma-separated list of model specs: each valid, none twice, at most `VITLENS_MAX_MODELS`
-    (default 8: every model costs its seven sub-analyses)."""
+    (default 8: every model costs the sub-analyses its claims need)."""
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     if not models:
         raise VitlensError(f"{what} needs at least one model spec")
@@ -74,24 +74,28 @@ def parse_models(text: str, what: str = "--models") -> list[str]:
     return models
 
 
+# the options findings passes to a sub-analysis (from its own, `OPTIONS`); the others run with their
+# page defaults, so each sub-Result is the one its linked page shows
+SUB_OPTIONS = dict(
+    hessian=lambda p: dict(what="spectrum", top_k=p["top_k"], minibatches=p["minibatches"], minibatch=p["minibatch"]),
+    landscape=lambda p: dict(grid=p["grid"], range=p["range"]),
+    noise=lambda p: dict(frequencies=p["noise_frequencies"], eps=p["noise_eps"]),
+)
+
+
+def needed() -> list[str]:
+    """The sub-analyses the declared claims need, in the order the claims first name them."""
+    return list(dict.fromkeys(a for claim in CLAIMS.values() for a in claim.needs))
+
+
 def sub_specs(base, model: str, params: dict) -> dict:
-    """The JobSpec of every sub-analysis of MODEL (data, seed and device of BASE)."""
+    """The JobSpec of every sub-analysis of MODEL the claims need (data, seed and device of BASE)."""
     own = model == base.model
     common = replace(base, model=model, model_args=dict(base.model_args) if own else {},
                      checkpoint=base.checkpoint if own else None)
-    return dict(
-        hessian=replace(common, analysis="hessian", params=page_params("hessian", dict(
-            what="spectrum", top_k=params["top_k"], minibatches=params["minibatches"],
-            minibatch=params["minibatch"]))),
-        landscape=replace(common, analysis="landscape", params=page_params("landscape", dict(
-            grid=params["grid"], range=params["range"]))),
-        fourier=replace(common, analysis="fourier", params=page_params("fourier", {})),
-        variance=replace(common, analysis="variance", params=page_params("variance", {})),
-        lesion=replace(common, analysis="lesion", params=page_params("lesion", {})),
-        cka=replace(common, analysis="cka", params=page_params("cka", {})),
-        noise=replace(common, analysis="noise", params=page_params("noise", dict(
-            frequencies=params["noise_frequencies"], eps=params["noise_eps"]))),
-    )
+    return {name: replace(common, analysis=name,
+                          params=page_params(name, SUB_OPTIONS[name](params) if name in SUB_OPTIONS else {}))
+            for name in needed()}
 
 
 def gather(base, models: list[str], params: dict, runner: Callable, progress=None) -> dict:
@@ -133,19 +137,19 @@ def downsampling_blocks(ctx: Context, spec: JobSpec) -> list[str]:
                                       "figure, and a link to the page and parameters behind it. The rules are in "
                                       "README 'Findings'. On the embedded digits set and tiny demo models this "
                                       "checks the rules, not the paper's CIFAR-100 numbers.")),
-                   figures=[Figure("findings_table")])
+                   figures=[Figure("findings_table")], over_checkpoints=False)
 def findings(ctx: Context, params: dict) -> Result:
     models = parse_models(params["models"])
     base = ctx.spec
-    progress = ctx.progress(len(models) * 7, "findings")
+    progress = ctx.progress(len(models) * len(needed()), "findings")
     evidence = gather(base, models, params, ctx.run, progress)
     downsamples = {m: downsampling_blocks(ctx, evidence[m]["lesion"][0]) for m in models}
     frame = scoreboard(base, evidence, downsamples)
     summary = dict(tally(frame), models=models,
-                   groups={m: group_of(set(r[1].frame["kind"])) if _ok(r) else "unknown"
+                   groups={m: group_of(set(r[1].frame["kind"])) if ok(r) else "unknown"
                            for m, g in evidence.items() for r in [g["variance"]]})
     return Result(frame, {"analysis": "findings", "summary": summary,
-                          "sub_results": {m: {a: e[0].analysis if _ok(e) else e[1] for a, e in g.items()}
+                          "sub_results": {m: {a: e[0].analysis if ok(e) else e[1] for a, e in g.items()}
                                           for m, g in evidence.items()}})
 
 

@@ -15,7 +15,7 @@ Conventions (`--convention`):
     Nyquist corner). Their plots label the last point 1.0 pi; its true frequency is (n/2-1)/(n/2) pi.
     The `paper_axis_pi` column holds their label, `frequency` the true value.
   * standard: k = 0 .. n//2, so for even n the half-diagonal reaches pi (the wrap-around corner).
-Fig 8 plots the value at the highest frequency vs normalised depth: `high_frequency`.
+Fig 8 plots the value at the highest frequency vs normalised depth: `vitlens.frames.high_frequency`.
 
 The mean log amplitude is streamed (a running sum per block over batches). Only the half-diagonal
 entries F(k, k) are computed (one matrix product with a DFT basis; see `FourierReducer`); the full
@@ -33,6 +33,7 @@ import torch
 from ..context import Context
 from ..errors import VitlensError
 from ..features import Reducer, RunningSum, block_table, skipped_maps
+from ..frames import high_frequency
 from ..options import Option, convention_option
 from ..result import Result
 from . import Figure, Memory, Page, register_analysis
@@ -165,12 +166,6 @@ def fourier_frame(reducer: FourierReducer, block_list, resolution: int = 0, conv
     columns = ["block", "name", "kind", "stage", "depth", "size", "frequency", "frequency_pi", "paper_axis_pi",
                "log_amplitude", "relative_log_amplitude"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def high_frequency(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per block: the relative log amplitude at its highest frequency (Fig 8's y value)."""
-    last = frame.sort_values(["block", "frequency"]).groupby("block", sort=True).tail(1)
-    return last.reset_index(drop=True)
 
 
 OPTIONS = [

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import math
 
-import re
-from pathlib import Path
-
 import pandas as pd
 import torch
 
@@ -32,9 +29,8 @@ from ..context import Context
 from ..errors import VitlensError
 from ..hessian import (LossConfig, block_curvature, eigenvalue_density, hessian_trace, max_eigenvalue_spectrum,
                        prepare_batches, spectrum_summary, top_eigenvalues)
-from ..hessian.loss import _num_classes
+from ..hessian.loss import num_classes_of
 from ..models import blocks as model_blocks
-from ..models import load_checkpoint, read_checkpoint_metadata
 from ..options import Limit, Option, loss_options
 from ..result import Result
 from . import Figure, Memory, Page, register_analysis
@@ -72,8 +68,6 @@ OPTIONS = [
            low=1e-9, high=1.0, applies={"what": ("density",)}),
     *loss_options(weight_decay=0.0),
     Option("train_mode", bool, False, "BatchNorm/dropout in training mode (default: eval mode)"),
-    Option("checkpoints", str, None, "repeat for every epoch_*.safetensors in this folder (from `vitlens train`)",
-           nullable=True, path=True),
 ]
 
 
@@ -135,7 +129,7 @@ def _compute_dataset_level(ctx: Context, params: dict, what: str, dataset, confi
             raise VitlensError("the PyHessian engine runs in one process; drop torchrun or use method=lanczos")
         # soft targets (mixup, cutmix, smoothing) are drawn over the whole data set first, as one
         # process draws them, and only then shared out
-        batches = prepare_batches(batches, config, _num_classes(model), model=model)[rank::size]
+        batches = prepare_batches(batches, config, num_classes_of(model), model=model)[rank::size]
     if what == "topk":
         progress = ctx.progress(1, "hessian top-k")
         top = top_eigenvalues(model, batches, k=k, config=config, tol=tol, max_steps=max_steps, engine=engine,
@@ -193,21 +187,6 @@ def _compute_dataset_level(ctx: Context, params: dict, what: str, dataset, confi
     raise VitlensError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
 
 
-def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every epoch_*.safetensors in FOLDER, in epoch order."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise VitlensError(f"--checkpoints must be a folder of epoch_*.safetensors files, got {folder}")
-    found = []
-    for path in folder.glob("epoch_*.safetensors"):
-        match = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    if not found:
-        raise VitlensError(f"no epoch_*.safetensors checkpoints in {folder} (write them with `vitlens train`)")
-    return sorted(found)
-
-
 def _memory_batch(params, batch_size: int) -> int:
     """The batch of one Hessian-vector product: a spectrum's minibatches (stacked TOGETHER at once)."""
     if params["what"] == "spectrum":
@@ -228,7 +207,7 @@ def _krylov_vectors(params) -> float:
 
 
 @register_analysis("hessian", "Hessian eigenvalues: max-eigenvalue spectrum (NEP/APE), top-k, trace, density, "
-                   "per-block curvature; over checkpoints", OPTIONS,
+                   "per-block curvature", OPTIONS,
                    conventions="loss = per-sample mean cross-entropy (log_softmax) + (wd/2)||w||^2, eval mode; "
                                "PyHessian's per-minibatch top-k for the spectrum",
                    lane="heavy", shards="minibatches (spectrum) or data batches",
@@ -260,32 +239,12 @@ def hessian(ctx: Context, params: dict) -> Result:
     if len(ctx.dataset) == 0:
         raise VitlensError(f"data set {ctx.spec.dataset} is empty: the Hessian needs at least one sample")
     meta = {"analysis": "hessian", "what": what}
-    if not params["checkpoints"]:
-        frame, summary = _compute(ctx, params, what)
-        ritz = summary.pop("_ritz", None)
-        if ritz is not None:
-            meta["ritz"] = ritz
-        meta["summary"] = summary
-        return Result(frame, meta)
-
-    files = checkpoint_files(params["checkpoints"])
-    original = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-    frames, summaries = [], []
-    try:
-        for epoch, path in files:
-            load_checkpoint(ctx.model, path)
-            info = read_checkpoint_metadata(path)
-            frame, summary = _compute(ctx, params, what)
-            summary.pop("_ritz", None)
-            frame.insert(0, "epoch", int(info.get("epoch", epoch)))
-            frames.append(frame)
-            summaries.append(dict(summary, epoch=int(info.get("epoch", epoch)), checkpoint=path.name,
-                                  test_accuracy=info.get("test_accuracy"), train_nll=info.get("train_nll")))
-    finally:
-        with torch.no_grad():
-            ctx.model.load_state_dict(original)
-    meta["summary"] = dict(checkpoints=len(files), per_epoch=summaries)
-    return Result(pd.concat(frames, ignore_index=True), meta)
+    frame, summary = _compute(ctx, params, what)
+    ritz = summary.pop("_ritz", None)
+    if ritz is not None:
+        meta["ritz"] = ritz
+    meta["summary"] = summary
+    return Result(frame, meta)
 
 
-__all__ = ["hessian", "checkpoint_files"]
+__all__ = ["hessian"]

@@ -23,7 +23,7 @@ from ..models import Block, run_blocks
 from ..options import Option
 from ..result import Result
 from . import Figure, Memory, Page, register_analysis
-from .evaluate import Scores
+from ..metrics import Scores
 
 
 @torch.no_grad()

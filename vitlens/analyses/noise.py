@@ -32,7 +32,7 @@ from ..features import batch_input
 from ..options import Option, convention_option
 from ..result import Result
 from . import Figure, Memory, Page, register_analysis
-from .evaluate import Scores
+from ..metrics import Scores
 
 NORMS = ("l2", "linf")
 

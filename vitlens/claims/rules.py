@@ -1,5 +1,7 @@
-"""The paper's claims as pure rules over Results (no torch, no I/O): `vitlens.analyses.findings`
-gathers the sub-Results, `vitlens.claims.scoreboard` turns them into the findings frame with these.
+"""The paper's claims as pure rules over Results (no torch, no I/O), each declared once beside its rule
+(`register_claim`, `vitlens.claims.declarations`): the per-model claims here, the comparisons in
+`vitlens.claims.comparisons`. `vitlens.analyses.findings` gathers the sub-Results the claims need,
+`vitlens.claims.scoreboard` applies every declared rule to make the findings frame.
 
 The findings frame has one row per (claim, model or comparison): claim, model, value (the headline
 number), values (all numbers, as text), verdict (holds / does not hold / cannot tell), reason, link
@@ -53,35 +55,20 @@ rules, not of the paper's CIFAR-100 numbers, which need CIFAR and the authors' c
 """
 from __future__ import annotations
 
-import json
 import math
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "cannot tell"
+from ..frames import high_frequency
+from .declarations import FAILS, HOLDS, UNSURE, Claim, per_model, register_claim
+
 AGREE_SHARE = 2 / 3
 LESION_HARMLESS = 0.005
 CKA_STRUCTURE = 0.05
-NOISE_TIE = 0.005
-HIGH_FREQUENCY_PI = 0.5
 DEFAULT_MODELS = "demo_resnet_deep,demo_vit_deep,demo_alternet"
 BODY_KINDS = ("conv", "msa", "mlp")
-COLUMNS = ["claim", "model", "value", "values", "verdict", "reason", "link", "links", "figure"]
-FIGURES = dict(non_convexity="Fig 1c, Fig 4", flatness="Fig 1b, Fig 4", low_pass="Fig 2a, Fig 8",
-               variance="Fig 9", variance_peak="Fig 9", lesion="Sec 4, Fig 10", cka_structure="Sec 4",
-               noise_robustness="Fig 2b")
-CLAIMS = dict(
-    non_convexity="MSA models have more negative Hessian eigenvalues (higher NEP) than CNNs",
-    flatness="MSA models are flatter than CNNs: smaller APE, top eigenvalue and landscape rise",
-    low_pass="MSAs lower high-frequency amplitude; convs/MLPs raise it",
-    variance="MSAs reduce feature-map variance; convs/MLPs raise it",
-    variance_peak="in multi-stage nets the variance peaks at the end of each stage",
-    lesion="removing a block early in a stage hurts more than removing one late",
-    cka_structure="multi-stage nets show a block structure in CKA; a plain ViT does not",
-    noise_robustness="MSA models are more robust to high-frequency noise than CNNs",
-)
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -99,18 +86,6 @@ def group_of(kinds: Iterable[str]) -> str:
     return "hybrid" if msa and conv else "vit" if msa else "cnn" if conv else "other"
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def row(claim: str, model: str, value, values: str, verdict: str, reason: str, links: list[str]) -> dict:
-    value = float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else math.nan
-    return dict(claim=claim, model=model, value=value, values=values, verdict=verdict, reason=reason,
-                link=links[0] if links else "", links=json.dumps(links), figure=FIGURES[claim])
-
-
 # ----------------------------------------------------------------------------- per-block rules
 
 def block_changes(frame: pd.DataFrame, value: str, size: str | list[str]) -> pd.DataFrame:
@@ -126,8 +101,7 @@ def block_changes(frame: pd.DataFrame, value: str, size: str | list[str]) -> pd.
 
 def high_frequency_table(fourier_frame: pd.DataFrame) -> pd.DataFrame:
     """Per block: the relative log amplitude at its highest frequency (`high_frequency`) and the map size."""
-    last = fourier_frame.sort_values(["block", "frequency"]).groupby("block", sort=True).tail(1)
-    return last.rename(columns={"relative_log_amplitude": "high_frequency"}).reset_index(drop=True)
+    return high_frequency(fourier_frame).rename(columns={"relative_log_amplitude": "high_frequency"})
 
 
 def direction_counts(changes: pd.DataFrame) -> dict:
@@ -164,9 +138,19 @@ def low_pass_rule(fourier_frame: pd.DataFrame):
     return direction_rule(changes, "high-frequency log amplitude")
 
 
+register_claim(Claim(
+    "low_pass", "Low-pass MSAs", "MSAs lower high-frequency amplitude; convs/MLPs raise it", "Fig 2a, Fig 8",
+    needs=("fourier",), order=3, rule=per_model(lambda fourier, model, evidence: low_pass_rule(fourier.frame))))
+
+
 def variance_rule(variance_frame: pd.DataFrame):
     changes = block_changes(variance_frame, "variance", ["height", "width"])
     return direction_rule(changes, "feature-map variance")
+
+
+register_claim(Claim(
+    "variance", "Variance reduction", "MSAs reduce feature-map variance; convs/MLPs raise it", "Fig 9",
+    needs=("variance",), order=4, rule=per_model(lambda variance, model, evidence: variance_rule(variance.frame))))
 
 
 def variance_peak_rule(variance_frame: pd.DataFrame) -> tuple[float, str, str, str]:
@@ -187,6 +171,12 @@ def variance_peak_rule(variance_frame: pd.DataFrame) -> tuple[float, str, str, s
         agree += peak == expected
         notes.append(f"stage {s}: peak {peak}" + ("" if peak == expected else f" (expected {expected})"))
     return agree / len(stages), f"{agree}/{len(stages)} stages", share_verdict(agree, len(stages)), "; ".join(notes)
+
+
+register_claim(Claim(
+    "variance_peak", "Variance peaks at stage ends", "in multi-stage nets the variance peaks at the end of each stage",
+    "Fig 9", needs=("variance",), order=5,
+    rule=per_model(lambda variance, model, evidence: variance_peak_rule(variance.frame))))
 
 
 def lesion_pairs(lesion_frame: pd.DataFrame, downsamples: Iterable[str] = ()) -> list[dict]:
@@ -236,6 +226,12 @@ def lesion_rule(lesion_frame: pd.DataFrame, downsamples: Iterable[str] = ()) -> 
     return agree / len(counted), values, share_verdict(agree, len(counted)), reason
 
 
+register_claim(Claim(
+    "lesion", "Early blocks matter more", "removing a block early in a stage hurts more than removing one late",
+    "Sec 4, Fig 10", needs=("lesion",), order=6,
+    rule=per_model(lambda lesion, model, evidence: lesion_rule(lesion.frame, evidence.downsamples.get(model, ())))))
+
+
 def cka_contrast(cka_frame: pd.DataFrame, group: dict[int, int]) -> float:
     """Distance-matched contrast: mean over block distances d of (same-group CKA - cross-group CKA)."""
     f = cka_frame[cka_frame["i"].isin(group) & cka_frame["j"].isin(group) & (cka_frame["i"] < cka_frame["j"])]
@@ -278,60 +274,9 @@ def cka_rule(cka_frame: pd.DataFrame) -> tuple[float, str, str, str]:
         f"{'no' if best < CKA_STRUCTURE else 'a'} block structure)")
 
 
-def landscape_rise(frame: pd.DataFrame) -> float:
-    """Mean loss rise over the centre at the 8 grid points around it (one grid step away): the
-    landscape's rise near the minimum, whatever the grid size (inf when one is not finite)."""
-    if frame.empty or "loss" not in frame:
-        return math.nan
-    xs, ys = np.sort(frame["x"].unique()), np.sort(frame["y"].unique())
-    centre = frame[(frame["x"] == 0.0) & (frame["y"] == 0.0)]
-    if len(centre) != 1 or len(xs) < 3:
-        return math.nan
-    step_x = float(np.min(np.diff(xs)))
-    step_y = float(np.min(np.diff(ys))) if len(ys) > 1 else step_x
-    near = frame[((frame["x"].abs() <= step_x * 1.0001) & (frame["y"].abs() <= step_y * 1.0001))
-                 & ~((frame["x"] == 0.0) & (frame["y"] == 0.0))]
-    if near.empty:
-        return math.nan
-    if "finite" in near and not near["finite"].astype(bool).all():
-        return math.inf
-    return float(near["loss"].mean() - centre["loss"].iloc[0])
-
-
-def noise_high_frequency_change(noise_frame: pd.DataFrame) -> float:
-    """Mean accuracy change under noise at frequencies >= HIGH_FREQUENCY_PI."""
-    high = noise_frame[noise_frame["frequency_pi"] >= HIGH_FREQUENCY_PI - 1e-9]
-    return float(high["accuracy_change"].mean()) if len(high) else math.nan
-
-
-# ----------------------------------------------------------------------------- comparisons
-
-def pair_verdict(msa_value: float, cnn_value: float, msa_higher: bool, tie: float = 0.0) -> str:
-    if any(isinstance(v, float) and math.isnan(v) for v in (msa_value, cnn_value)):
-        return UNSURE
-    diff = msa_value - cnn_value
-    if abs(diff) <= tie:
-        return UNSURE
-    return HOLDS if (diff > 0) == msa_higher else FAILS
-
-
-def combine(verdicts: list[str]) -> str:
-    if verdicts and all(v == HOLDS for v in verdicts):
-        return HOLDS
-    if verdicts and all(v == FAILS for v in verdicts):
-        return FAILS
-    return UNSURE
-
-
-def pairs_of(groups: dict[str, str]) -> list[tuple[str, str]]:
-    msa = [m for m, g in groups.items() if g in ("vit", "hybrid")]
-    cnn = [m for m, g in groups.items() if g == "cnn"]
-    return [(a, b) for a in msa for b in cnn]
-
-
-def no_pairs_row(claim: str, groups: dict[str, str]) -> dict:
-    return row(claim, "all", math.nan, ", ".join(f"{m}: {g}" for m, g in groups.items()), UNSURE,
-               "needs at least one model with MSAs and one CNN among the models", [])
+register_claim(Claim(
+    "cka_structure", "CKA block structure", "multi-stage nets show a block structure in CKA; a plain ViT does not",
+    "Sec 4", needs=("cka",), order=7, rule=per_model(lambda cka, model, evidence: cka_rule(cka.frame))))
 
 
 def tally(frame: pd.DataFrame) -> dict:

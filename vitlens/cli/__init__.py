@@ -4,6 +4,7 @@
     vitlens datasets                       data sets and whether they are available offline
     vitlens blocks --model SPEC            the block table (index, name, kind, stage, shape, params)
     vitlens train --model SPEC --dataset SPEC --epochs N --out DIR
+    vitlens experiment run|show|status|cancel FILE|PRESET   a declared grid of training runs (list: presets)
     vitlens run ANALYSIS --model SPEC --dataset SPEC [options] --out FILE
     vitlens run ANALYSIS --help            the analysis' options (declared once, `vitlens.options`)
     vitlens analyses [NAME] [--markdown]   the analyses and their options
@@ -23,21 +24,22 @@ import argparse
 import os
 import sys
 
-from .. import __version__
-from ..analyses import list_analyses
+from ..version import __version__
+from ..declarations import list_analyses
 from ..errors import VitlensError
 from ..train import TRAIN_OPTIONS
-from .args import PARAMS, Parser, _add_analysis_options, _add_request_args, _typed, spec_from_args
+from .args import PARAMS, Parser, add_analysis_options, add_request_args, option_type, spec_from_args
 from .commands import (cmd_analyses, cmd_blocks, cmd_cache, cmd_check_device, cmd_dashboard, cmd_datasets,
                        cmd_models, cmd_run, cmd_train, cmd_worker)
+from .experiment import add_experiment_command
 from .exports import add_export_commands, add_output_args
 
 __all__ = ["build_parser", "main", "spec_from_args"]
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    _add_request_args(p)  # `vitlens run findings --models A,B` needs no base model: --model has a default
-    p.add_argument("--params", type=_typed(PARAMS), default={}, metavar="JSON", help=PARAMS.help)
+    add_request_args(p)  # `vitlens run findings --models A,B` needs no base model: --model has a default
+    p.add_argument("--params", type=option_type(PARAMS), default={}, metavar="JSON", help=PARAMS.help)
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="one analysis option (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="compute even if the result is cached")
     p.add_argument("--out", default=None, help="write the Result (.csv, .parquet or .json)")
@@ -62,14 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("blocks", help="print a model's blocks")
-    _add_request_args(p, ("model", "model_args", "checkpoint"), required=("model",))
+    add_request_args(p, ("model", "model_args", "checkpoint"), required=("model",))
     p.add_argument("--out", default=None, help="also write the table (.csv/.parquet/.json)")
     p.set_defaults(func=cmd_blocks)
 
     p = sub.add_parser("train", help="train a model, saving a checkpoint per epoch")
-    _add_request_args(p, ("model", "model_args", "checkpoint", "dataset"), required=("model",))
+    add_request_args(p, ("model", "model_args", "checkpoint", "dataset"), required=("model",))
     for o in TRAIN_OPTIONS:
-        p.add_argument(o.flag, type=_typed(o), default=o.default, required=o.name == "epochs",
+        p.add_argument(o.flag, type=option_type(o), default=o.default, required=o.name == "epochs",
                        help=f"{o.help} ({o.describe()})".replace("%", "%%"))
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="folder for epoch_NNN.safetensors")
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     for analysis in list_analyses():
         q = analyses.add_parser(analysis.name, help=analysis.description, description=analysis.description)
         _add_run_args(q)
-        _add_analysis_options(q, list(analysis.options))
+        add_analysis_options(q, list(analysis.options))
 
     p = sub.add_parser("check-device", help="check that the configured device ($VITLENS_DEVICE) is usable")
     p.set_defaults(func=cmd_check_device)
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyses)
 
     add_export_commands(sub)
+    add_experiment_command(sub)
 
     p = sub.add_parser("cache", help="list or clear the result cache")
     p.add_argument("action", choices=["ls", "clear"])

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..analyses import get_analysis
+from ..declarations import get_analysis
 from ..errors import VitlensError
 from ..options import Option
 from ..request import REQUEST_OPTIONS, JobSpec
@@ -25,7 +25,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"vitlens: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> None:
+def add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> None:
     """The analysis' declared options as flags; values stay strings here and are parsed by the
     declaration (one rule for CLI, URL and JSON values)."""
     group = p.add_argument_group("analysis options")
@@ -36,7 +36,7 @@ def _add_analysis_options(p: argparse.ArgumentParser, options: list[Option]) -> 
                            help=f"{o.help} ({o.describe()})".replace("%", "%%"), **extra)
 
 
-def _typed(option: Option, empty_ok: bool = True):
+def option_type(option: Option, empty_ok: bool = True):
     """An argparse type that parses by OPTION's declaration (one-line errors, exit 2). EMPTY_OK
     false: an empty value is refused (`--checkpoint ""` is a slip, not "no checkpoint")."""
     def parse(value: str):
@@ -63,21 +63,22 @@ def _option_args(pairs: list[str] | None) -> dict:
     return out
 
 
-def _print_table(rows: list[dict], columns: list[str]) -> None:
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Print ROWS as a plain table of COLUMNS (a header line, then one padded line per row)."""
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def _add_request_args(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
+def add_request_args(p: argparse.ArgumentParser, names: tuple[str, ...] | None = None,
                       required: tuple[str, ...] = ()) -> None:
     """The request's fields as flags, from their one declaration (`vitlens.request.REQUEST_OPTIONS`):
     parsed and bounded exactly as the dashboard and its links parse them."""
     for o in REQUEST_OPTIONS:
         if names is not None and o.name not in names:
             continue
-        p.add_argument(o.flag, type=_typed(o, empty_ok=not o.path), default=None if o.name in required else o.default,
+        p.add_argument(o.flag, type=option_type(o, empty_ok=not o.path), default=None if o.name in required else o.default,
                        required=o.name in required, metavar=o.type.__name__.upper() if not o.choices else None,
                        choices=o.choices or None, help=f"{o.help} ({o.describe()})".replace("%", "%%"))
 

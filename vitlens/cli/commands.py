@@ -13,8 +13,8 @@ import timm
 import torch
 
 from .. import distributed
-from ..analyses import get_analysis, list_analyses
-from ..cache import ResultCache, cache_dir
+from ..declarations import get_analysis, list_analyses
+from ..store import ResultCache, cache_dir
 from ..data import list_datasets
 from ..device import resolve_device
 from ..engine import build_model, cached_result, run
@@ -23,15 +23,15 @@ from ..figures import figures
 from ..jobs.manager import manager, mark_dashboard_process
 from ..jobs.queue import resolve_location
 from ..models import describe_blocks, list_models, load_model
-from ..models.checkpoints import RELEASED, released_checkpoint
 from ..models.registry import check_model_args
+from ..models.released import RELEASED, released_checkpoint
 from ..models.sizing import size_model
 from ..options import markdown_table
 from ..request import JobSpec
 from ..result import Result
 from ..train import train
 from ..worker import serve
-from .args import _print_table, check_out, spec_from_args, write_or_say
+from .args import check_out, print_table, spec_from_args, write_or_say
 from .exports import check_outputs, write_outputs
 
 
@@ -46,7 +46,7 @@ def cmd_models(args) -> int:
         return "shipped" if e.pretrained else f"released ({released.dataset})" if released else ""
     rows = [dict(name=e.name, family=e.family, input="x".join(map(str, e.input_size)), weights=weights(e),
                  description=e.description) for e in list_models()]
-    _print_table(rows, ["name", "family", "input", "weights", "description"])
+    print_table(rows, ["name", "family", "input", "weights", "description"])
     print("\nreleased: the authors' CIFAR-100 checkpoints (Park & Kim 2022) load into these models. vitlens does "
           "not download them: fetch one with curl -LO URL (needs a network), then")
     for r in RELEASED:
@@ -64,7 +64,7 @@ def cmd_models(args) -> int:
 def cmd_datasets(args) -> int:
     rows = list_datasets(args.root)
     columns = [c for c in ("name", "num_classes", "train", "test", "offline", "description") if any(c in r for r in rows)]
-    _print_table(rows, columns)
+    print_table(rows, columns)
     return 0
 
 
@@ -73,7 +73,7 @@ def cmd_blocks(args) -> int:
         check_out(args.out)
     model = _load(args)
     rows = describe_blocks(model)
-    _print_table(rows, ["index", "name", "kind", "stage", "output_shape", "params", "skippable", "guessed"])
+    print_table(rows, ["index", "name", "kind", "stage", "output_shape", "params", "skippable", "guessed"])
     if args.out:
         write_or_say(lambda: Result(pd.DataFrame(rows), {"model": args.model}).save(args.out), args.out,
                      cached=False)
@@ -151,10 +151,10 @@ def cmd_analyses(args) -> int:
         rows = [dict(option=o.flag, default=o.show(o.default), values=o.describe().partition("; ")[2], help=o.help)
                 for o in analysis.options]
         if rows:
-            _print_table(rows, ["option", "default", "values", "help"])
+            print_table(rows, ["option", "default", "values", "help"])
         return 0
     rows = [dict(name=a.name, options=len(a.options), description=a.description) for a in list_analyses()]
-    _print_table(rows, ["name", "options", "description"])
+    print_table(rows, ["name", "options", "description"])
     print("\n`vitlens analyses NAME` or `vitlens run NAME --help` lists an analysis' options")
     return 0
 
@@ -168,7 +168,7 @@ def cmd_cache(args) -> int:
                 for r in rows:
                     r["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.get("created") or 0))
                     r["key"] = str(r.get("key", ""))[:12]
-                _print_table(rows, ["key", "analysis", "model", "data", "size", "created"])
+                print_table(rows, ["key", "analysis", "model", "data", "size", "created"])
         else:
             print(f"removed {cache.clear()} entries from {cache_dir()}")
     return 0

@@ -7,13 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..analyses import get_analysis
+from ..declarations import get_analysis
 from ..errors import VitlensError
 from ..figures import FORMATS, declared, figures, save
-from ..reference import list_references, reference
+from ..store.reference import list_references, reference
 from ..request import parse_request
 from ..result import Result
-from .args import OPTION_DEST, _add_analysis_options, _add_request_args, _print_table, check_out, write_or_say
+from .args import OPTION_DEST, add_analysis_options, add_request_args, check_out, print_table, write_or_say
 
 FIGURE_FORMATS = tuple(f[1:] for f in FORMATS)
 
@@ -81,7 +81,7 @@ def cmd_reference(args) -> int:
     if args.action == "list":
         rows = [dict(name=r.name, model=r.model, weight_decay=r.weight_decay, description=r.description)
                 for r in list_references()]
-        _print_table(rows, ["name", "model", "weight_decay", "description"])
+        print_table(rows, ["name", "model", "weight_decay", "description"])
         return 0
     if not args.name:
         raise VitlensError("vitlens reference show NAME (see `vitlens reference list`)")
@@ -103,8 +103,8 @@ def cmd_reference(args) -> int:
 def add_export_commands(sub) -> None:
     p = sub.add_parser("report", help="one self-contained HTML report: findings, evidence, every figure per model")
     p.add_argument("--model", action="append", required=True, help="a model spec (repeat for several)")
-    _add_request_args(p, ("dataset", "split", "samples", "batch_size", "seed", "device"))
-    _add_analysis_options(p, [o for o in get_analysis("findings").options if o.name != "models"])
+    add_request_args(p, ("dataset", "split", "samples", "batch_size", "seed", "device"))
+    add_analysis_options(p, [o for o in get_analysis("findings").options if o.name != "models"])
     p.add_argument("--out", required=True, help="the report (.html)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the report to W&B")
     p.set_defaults(func=cmd_report)

@@ -30,12 +30,13 @@ subsets), one module per source (`digits`, `synthetic`, `cifar`, `folder`, `tens
 `mixing` (soft targets: label smoothing, mixup, cutmix).
 """
 from .cifar import CIFAR, default_root
-from .datasets import SPLITS, ExactTensorDataset, ImageTensorDataset, TransformedDataset, subset_indices
+from .datasets import (SPLITS, ExactTensorDataset, ImageTensorDataset, TransformedDataset, per_class_indices,
+                       subset_indices)
 from .mixing import soft_targets
 from .spec import ALIASES, DATASET_NAMES, KNOWN_SPECS, list_datasets, load_data, make_loader
 from .synthetic import synthetic_images
 from .transforms import AUGMENTS, data_config
 
 __all__ = ["CIFAR", "default_root", "SPLITS", "ExactTensorDataset", "ImageTensorDataset", "TransformedDataset",
-           "subset_indices", "soft_targets", "ALIASES", "DATASET_NAMES", "KNOWN_SPECS", "list_datasets",
+           "per_class_indices", "subset_indices", "soft_targets", "ALIASES", "DATASET_NAMES", "KNOWN_SPECS", "list_datasets",
            "load_data", "make_loader", "synthetic_images", "AUGMENTS", "data_config"]

@@ -15,6 +15,24 @@ SPLITS = ("train", "test")
 PRECOMPUTE_BYTES = 256 * 2**20
 
 
+def per_class_indices(labels, fraction: float, seed: int = 0) -> list[int]:
+    """Sorted indices of a per-class subsample: from each class, int(fraction * its size) items
+    (at least one) chosen at random with SEED, as the authors' `ops/datasets.py subsample` (random=True)
+    keeps each class' share of the data."""
+    if not 0 < fraction <= 1:
+        raise VitlensError(f"a data fraction must be in (0, 1], got {fraction}")
+    labels = torch.as_tensor(labels).long()
+    if fraction == 1:
+        return list(range(len(labels)))
+    generator = torch.Generator().manual_seed(int(seed))
+    kept = []
+    for cls in torch.unique(labels, sorted=True):
+        members = torch.nonzero(labels == cls).flatten()
+        size = max(1, int(len(members) * fraction))
+        kept += members[torch.randperm(len(members), generator=generator)[:size]].tolist()
+    return sorted(kept)
+
+
 def subset_indices(n: int, samples: int | None, seed: int = 0) -> torch.Tensor:
     """Sorted indices of a random subset of `samples` out of `n` items (all when None or >= n)."""
     if samples is None or samples >= n:
@@ -46,6 +64,14 @@ class ImageTensorDataset(Dataset):
     def _transform(self, images):
         return normalise(resize_images(images, self.data_config), self.data_config)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation's random draws from SEED (a resumed training run draws what an
+        uninterrupted one would)."""
+        self._generator.manual_seed(int(seed))
+
+    def labels(self) -> torch.Tensor:
+        return self.targets
+
     def __len__(self):
         return len(self.targets)
 
@@ -73,6 +99,12 @@ class ExactTensorDataset(Dataset):
     def __getitem__(self, i):
         return self.x[i], self.targets[i]
 
+    def reseed(self, seed: int) -> None:
+        """Nothing to reseed: the data is used exactly as given."""
+
+    def labels(self) -> torch.Tensor:
+        return torch.as_tensor(self.targets)
+
 
 class TransformedDataset(Dataset):
     """A torchvision data set (PIL images) seen through `indices`, with our transform and metadata."""
@@ -86,6 +118,16 @@ class TransformedDataset(Dataset):
 
     def __len__(self):
         return len(self.indices)
+
+    def reseed(self, seed: int) -> None:
+        """As `ImageTensorDataset.reseed`."""
+        self._generator.manual_seed(int(seed))
+
+    def labels(self) -> torch.Tensor:
+        targets = getattr(self.base, "targets", None)
+        if targets is None:
+            return torch.tensor([int(self.base[i][1]) for i in self.indices])
+        return torch.as_tensor(targets)[torch.as_tensor(self.indices, dtype=torch.long)]
 
     def __getitem__(self, i):
         image, label = self.base[self.indices[i]]

@@ -133,6 +133,20 @@ class Eigenpairs:
     bounds: list[float] = field(default_factory=list)  # bound on |theta - lambda| per pair (error_bounds)
 
 
+@dataclass
+class TopK:
+    """Top-k eigenvalues of a model's Hessian as the hessian functions return them (any method)."""
+
+    eigenvalues: list[float]  # largest magnitude first, sign kept
+    eigenvectors: list[list[torch.Tensor]]  # per eigenvalue: tensors shaped like the parameters
+    residuals: list[float | None]
+    hvps: int | None
+    seconds: float
+    method: str = "lanczos"
+    converged: bool = True
+    bounds: list[float | None] | None = None  # bound on |eigenvalue - true eigenvalue| (lanczos.error_bounds)
+
+
 BOUNDS = ("gap", "residual")
 
 

@@ -73,7 +73,7 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _num_classes(model: nn.Module, fallback: int | None = None) -> int:
+def num_classes_of(model: nn.Module, fallback: int | None = None) -> int:
     n = getattr(model, "num_classes", None) or (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
     return int(n or fallback or 0)
 

@@ -17,8 +17,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import VitlensError
-from .loss import LossConfig, _num_classes, cross_entropy, hessian_mode, prepare_batches, trainable_parameters
-from .trace import TraceEstimate, _mean_stderr
+from .lanczos import TopK
+from .loss import LossConfig, num_classes_of, cross_entropy, hessian_mode, prepare_batches, trainable_parameters
+from .trace import TraceEstimate, mean_stderr
 
 
 def _import():
@@ -39,7 +40,7 @@ def _pyhessian(model: nn.Module, data, config: LossConfig):
     hessian = _import()
     params = trainable_parameters(model)
     device = next(model.parameters()).device
-    batches = prepare_batches(data, config, _num_classes(model), device, model)
+    batches = prepare_batches(data, config, num_classes_of(model), device, model)
     saved = [p.grad for p in params]
     try:
         with hessian_mode(model, train=False):
@@ -57,7 +58,6 @@ def _pyhessian(model: nn.Module, data, config: LossConfig):
 def pyhessian_top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(),
                               max_iter: int = 100, tol: float = 1e-3, seed: int = 0):
     """PyHessian's `eigenvalues(top_n=k)` (power iteration with deflation), as a `TopK`."""
-    from .spectrum import TopK  # deferred: spectrum imports this module
     if k > sum(p.numel() for p in trainable_parameters(model)):
         raise VitlensError(f"k={k} is larger than the number of parameters")
     start = time.perf_counter()
@@ -77,5 +77,5 @@ def pyhessian_trace(model: nn.Module, data, probes: int = 100, config: LossConfi
                         config.train_mode, seed)
     with _pyhessian(model, data, config) as h:
         samples = [float(s) for s in h.trace(maxIter=probes, tol=tol)]
-    mean, stderr = _mean_stderr(samples)
+    mean, stderr = mean_stderr(samples)
     return TraceEstimate("pyhessian", mean, stderr, len(samples), samples)

@@ -22,8 +22,8 @@ from ..features import normalised_depth
 from ..models import blocks as model_blocks
 from .density import Density, slq
 from .hvp import HessianOperator, StackedMinibatchHessians
-from .lanczos import top_eigenpairs, top_eigenpairs_stacked
-from .loss import LossConfig, _num_classes, hessian_mode, prepare_batches, trainable_parameters
+from .lanczos import TopK, top_eigenpairs, top_eigenpairs_stacked
+from .loss import LossConfig, hessian_mode, num_classes_of, prepare_batches, trainable_parameters
 from .pyhessian_engine import pyhessian_top_eigenvalues, pyhessian_trace
 from .trace import TraceEstimate, hutchinson, hutchpp, krylov_deflated
 
@@ -39,7 +39,7 @@ def hessian_operator(model: nn.Module, data, config: LossConfig = LossConfig(), 
                      engine: str = "auto", num_classes: int | None = None):
     """`HessianOperator` of the loss on DATA, valid inside the block (model restored on exit)."""
     params = list(params) if params is not None else trainable_parameters(model)
-    batches = prepare_batches(data, config, num_classes or _num_classes(model), _device(model), model)
+    batches = prepare_batches(data, config, num_classes or num_classes_of(model), _device(model), model)
     with hessian_mode(model, config.train_mode):
         op = HessianOperator(model, batches, config, params=params, engine=engine)
         try:
@@ -50,18 +50,6 @@ def hessian_operator(model: nn.Module, data, config: LossConfig = LossConfig(), 
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
-
-
-@dataclass
-class TopK:
-    eigenvalues: list[float]  # largest magnitude first, sign kept
-    eigenvectors: list[list[torch.Tensor]]  # per eigenvalue: tensors shaped like the parameters
-    residuals: list[float | None]
-    hvps: int | None
-    seconds: float
-    method: str = "lanczos"
-    converged: bool = True
-    bounds: list[float | None] | None = None  # bound on |eigenvalue - true eigenvalue| (lanczos.error_bounds)
 
 
 def top_eigenvalues(model: nn.Module, data, k: int = 5, config: LossConfig = LossConfig(), tol: float = 1e-2,
@@ -218,7 +206,7 @@ def _minibatch_config(config: LossConfig, b: int) -> LossConfig:
 def _stacked_top(model, group, k, config, tol, max_steps, seed, bound="residual") -> list[TopK]:
     """Top-K of each (index, minibatch) in GROUP by lockstep Lanczos (see max_eigenvalue_spectrum)."""
     start = time.perf_counter()
-    device, classes = _device(model), _num_classes(model)
+    device, classes = _device(model), num_classes_of(model)
     batches = [prepare_batches(batch, _minibatch_config(config, b), classes, device, model)[0] for b, batch in group]
     with hessian_mode(model):
         op = StackedMinibatchHessians(model, batches, config)
@@ -255,7 +243,7 @@ def auto_together(model: nn.Module, sample_batch, device: torch.device | str | N
         return 1
     cap = max(1, int(limit)) if limit is not None else max(candidates)
     sizes = sorted({max(1, min(int(n), cap)) for n in candidates} | {1})
-    batch = prepare_batches(sample_batch, config, _num_classes(model), device, model)[0]
+    batch = prepare_batches(sample_batch, config, num_classes_of(model), device, model)[0]
     best, best_rate, peak_per_n = 1, math.inf, 0.0
 
     def clock(fn) -> float:

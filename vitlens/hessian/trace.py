@@ -51,7 +51,7 @@ def _rademacher(dim: int, generator: torch.Generator, dtype, device, count: int 
     return (torch.randint(0, 2, shape, generator=generator).to(dtype) * 2 - 1).to(device)
 
 
-def _mean_stderr(values: list[float]) -> tuple[float, float]:
+def mean_stderr(values: list[float]) -> tuple[float, float]:
     m = len(values)
     mean = sum(values) / m
     if m < 2:
@@ -129,7 +129,7 @@ def _deflated(name: str, matvec, *, Q: torch.Tensor, exact: float, hvps: int, ma
                 g = g - Q.T @ (Q @ g)
             samples.append(torch.dot(g, matvec(g)).item())
             hvps += 1
-            rest, stderr = _mean_stderr(samples)
+            rest, stderr = mean_stderr(samples)
             estimate = exact + rest
             if i + 1 >= max(min_probes, 2) and (rtol or atol) and _done(estimate, stderr, rtol, atol):
                 break

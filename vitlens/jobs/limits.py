@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from ..analyses import get_analysis, list_analyses
+from ..declarations import get_analysis, list_analyses
 from .. import budget
 from ..errors import VitlensError
 from ..options import Limit, Option

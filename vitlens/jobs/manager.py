@@ -1,5 +1,4 @@
-"""The dashboard's side of the queue: `JobManager` submits, joins, polls and cancels jobs, and runs
-the embedded worker processes of a one-machine install.
+"""The dashboard's side of the queue: `JobManager` submits, joins, polls and cancels jobs.
 
 A page submits a `JobSpec`; `JobManager.submit` checks the limits (`vitlens.jobs.limits`), joins the
 queued/running job of an identical request (`engine.request_id`) or queues a new one in the
@@ -9,35 +8,34 @@ has queued lowers its next one (round-robin between sessions). A background job 
 starts unasked: the landing page's scoreboard) comes after every user's job and steps aside when a
 user's job needs its worker (`make_room`).
 
-Embedded workers: on the SQLite queue the dashboard starts `VITLENS_WORKERS` (default 1) workers
-that take from both lanes and `VITLENS_INTERACTIVE_WORKERS` (default 1) that take only quick views,
-so a view does not wait for a running landscape (`VITLENS_EMBEDDED_WORKERS=0` when workers run
-elsewhere, e.g. the compose `worker` service). They run at nice +5, below the dashboard's own process;
-`vitlens dashboard` starts them with the server.
+The embedded worker processes of a one-machine install (started, niced, stopped at exit) are
+`vitlens.jobs.supervisor`'s; a manager owns its set (`JobManager.embedded`).
 """
 from __future__ import annotations
 
-import atexit
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-from ..analyses import LANES
-from ..cache import cache_dir
-from ..engine import request_id
+from ..declarations import LANES
+from ..store.keys import request_id
 from ..errors import VitlensError
 from ..request import JobSpec
-from .limits import Limits, env_number
-from .queue import Queue, is_redis, lane_of, queue_location
+from .limits import Limits
+from .queue import Queue, lane_of, queue_location
 from .records import CANCELLED, QUEUED, Job, Records, priority_of, stale_after
+from .supervisor import WORKER_NICE, EmbeddedWorkers, mark_dashboard_process, stop_at_exit
+
+# WORKER_NICE and mark_dashboard_process are the supervisor's, importable from here as before
+__all__ = ["WORKER_NICE", "JobManager", "is_admin", "manager", "mark_dashboard_process"]
 
 
 class JobManager:
-    """Submit, join, poll and cancel jobs of one queue; optionally runs embedded worker processes."""
+    """Submit, join, poll and cancel jobs of one queue; optionally runs embedded worker processes
+    (`EMBEDDED_WORKERS`: how many take from both lanes; None: from the environment, see
+    `vitlens.jobs.supervisor`)."""
 
     def __init__(self, location: str | None = None, embedded_workers: int | None = None, keep: int = 200):
         self.queue = Queue(location)
@@ -46,14 +44,8 @@ class JobManager:
         self.limits = Limits.from_env()
         self._lock = threading.Lock()
         self._keep = keep
-        self._workers: list[subprocess.Popen] = []
-        if embedded_workers is None:
-            default = 0 if is_redis(self.location) else env_number("VITLENS_WORKERS", 1)
-            embedded_workers = env_number("VITLENS_EMBEDDED_WORKERS", default)
-        if embedded_workers > 0:
-            interactive = env_number("VITLENS_INTERACTIVE_WORKERS", 1)  # a bad value: no process started yet
-            self.start_workers(embedded_workers)
-            self.start_workers(interactive, lanes="interactive")
+        self.embedded = EmbeddedWorkers(self.location)
+        self.embedded.start_configured(embedded_workers)
 
     # ---- submit / join
 
@@ -211,50 +203,24 @@ class JobManager:
             if self.records.get("request", job.request) == job.id:
                 self.records.delete("request", job.request)
 
-    # ---- embedded workers
+    # ---- embedded workers (`vitlens.jobs.supervisor`)
+
+    @property
+    def _workers(self) -> list[subprocess.Popen]:
+        """The embedded worker processes still running (or not yet reaped)."""
+        return self.embedded.procs
 
     def start_workers(self, count: int, lanes: str = "all") -> None:
         """Start COUNT `vitlens worker` subprocesses on this queue, taking from LANES ("all" or
         "interactive"); they exit when this process does."""
-        log_dir = Path(self.location).parent if not is_redis(self.location) else cache_dir()
-        env = dict(os.environ, VITLENS_QUEUE=self.location if is_redis(self.location) else f"sqlite://{self.location}")
-        for n in range(count):
-            name = f"embedded-{os.getpid()}-{lanes}-{n}"
-            log = open(log_dir / f"worker-{name}.log", "ab")
-            cmd = [sys.executable, "-m", "vitlens", "worker", "--parent-pid", str(os.getpid()),
-                   "--name", name, "--lanes", lanes]
-            self._workers.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                                  stderr=subprocess.STDOUT, preexec_fn=_lower_priority))
-            log.close()
+        self.embedded.start(count, lanes)
 
     def stop_workers(self, timeout: float = 3.0) -> None:
         """SIGTERM the embedded workers (their running job goes back to the queue); wait up to TIMEOUT."""
-        for proc in self._workers:
-            if proc.poll() is None:
-                proc.terminate()
-        end = time.time() + timeout
-        for proc in self._workers:
-            try:
-                proc.wait(max(0.0, end - time.time()))
-            except subprocess.TimeoutExpired:
-                pass  # it notices our exit on its own and stops within its grace period
-        self._workers = [p for p in self._workers if p.poll() is None]
+        self.embedded.stop(timeout)
 
     def close(self, timeout: float = 3.0) -> None:
         self.stop_workers(timeout)
-
-
-WORKER_NICE = 5
-
-
-def _lower_priority() -> None:
-    """In an embedded worker before it starts: a lower CPU priority than the dashboard (nice +5), so
-    the pages stay quick while jobs compute on the same cores (the server itself needs little: 0.14
-    cores in the load scenario, benchmarks/README.md)."""
-    try:
-        os.nice(WORKER_NICE)
-    except (AttributeError, OSError):
-        pass  # no nice (Windows) or not allowed: the same priority as before
 
 
 def is_admin(session: str) -> bool:
@@ -280,37 +246,6 @@ def manager() -> JobManager:
             if _MANAGER is not None:
                 _MANAGER.close(timeout=0.0)
             _MANAGER = JobManager(location)
+            stop_at_exit(_MANAGER.embedded)  # its workers stop when this process exits
         return _MANAGER
 
-
-_DASHBOARD_PROCESS = False
-
-
-def mark_dashboard_process() -> None:
-    """`vitlens dashboard` runs Streamlit's server in this process (see `_in_streamlit_server`)."""
-    global _DASHBOARD_PROCESS
-    _DASHBOARD_PROCESS = True
-
-
-def _in_streamlit_server() -> bool:
-    """True in a `streamlit run` or `vitlens dashboard` server process (not under AppTest or in a script)."""
-    command = getattr(sys, "orig_argv", [])[:4]  # Streamlit rewrites sys.argv to the page script
-    return _DASHBOARD_PROCESS or (
-        "streamlit" in sys.modules and any(Path(arg).name in ("streamlit", "streamlit.exe") for arg in command))
-
-
-@atexit.register
-def _stop_embedded_workers() -> None:
-    """At exit: SIGTERM the embedded workers without waiting (each re-queues its job and exits in
-    well under a second; one that misses the signal notices its parent is gone).
-
-    In the dashboard server (after Streamlit's own clean shutdown on SIGTERM) the process then ends
-    at once: the interpreter's teardown of torch and Streamlit took over 5 s on a busy machine, and
-    every job record and cache entry is committed already. VITLENS_FAST_EXIT=0 keeps the teardown."""
-    if _MANAGER is None:
-        return
-    _MANAGER.close(timeout=0.0)
-    if os.environ.get("VITLENS_FAST_EXIT", "1") != "0" and _in_streamlit_server():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)

@@ -29,8 +29,9 @@ from pathlib import Path
 from huey.registry import Message
 from huey.storage import PriorityRedisStorage, SqliteStorage
 
-from ..analyses import LANES, get_analysis
-from ..cache import CORRUPT, _ensure_private_dir, cache_dir
+from ..declarations import LANES, get_analysis
+from ..store.disk import CORRUPT
+from ..store.private import cache_dir, ensure_private_dir
 from ..errors import VitlensError
 from ..request import JobSpec
 
@@ -186,7 +187,7 @@ class Queue:
         else:
             path = Path(self.location)
             try:
-                _ensure_private_dir(path.parent)
+                ensure_private_dir(path.parent)
                 if not path.exists():
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as err:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from ..errors import VitlensError
 
 
-def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth (Huang et al. 2016): drop the whole branch for a sample with probability p."""
     if p <= 0.0 or not training:
         return x
@@ -90,7 +90,7 @@ class PreActBasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self._act(x)
         skip = x if self.shortcut is None else self.shortcut(a)
-        return _drop_path(self.branch(a), self.drop_path, self.training) + skip
+        return drop_path(self.branch(a), self.drop_path, self.training) + skip
 
     def extra_repr(self) -> str:
         return f"drop_path={self.drop_path}" if self.drop_path else ""

@@ -298,6 +298,8 @@ def blocks(model: nn.Module) -> list[Block]:
     from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
+    if hasattr(model, "vitlens_blocks"):  # a family that splits itself (ConvViT)
+        return model.vitlens_blocks(Block)
     if isinstance(model, AlterNet):
         return _alternet_blocks(model)
     if isinstance(model, VisionTransformer):

@@ -53,8 +53,11 @@ def register_model(entry: ModelEntry) -> ModelEntry:
 
 
 def list_models() -> list[ModelEntry]:
-    """Registered (non-timm) models, in registration order."""
-    from . import zoo  # noqa: F401  (fills the registry; deferred: zoo imports register_model from here)
+    """Registered (non-timm) models, in registration order.
+
+    The built-in models are registered by vitlens/models/__init__.py importing zoo; Python runs that
+    before any module of the package, so this module does not import zoo (zoo imports it).
+    """
     return list(_REGISTRY.values())
 
 
@@ -115,7 +118,8 @@ ARCHITECTURE_ARGS = frozenset({
     "drop_block_rate", "proj_bias", "pos_embed", "pre_norm", "final_norm", "fc_norm", "pool_include_prefix",
     "dynamic_img_size", "dynamic_img_pad", "pos_drop_rate", "patch_drop_rate", "always_partition",
     "strict_img_size", "distilled", "kernel_sizes", "ls_init_value", "head_hidden_size", "conv_mlp", "conv_bias",
-    "use_grn", "head_norm_first", "norm_eps"})
+    "use_grn", "head_norm_first", "norm_eps",
+    "kernel_size"})  # ConvViT's attention neighbourhood
 MAX_CLASSES = 25000  # above ImageNet-21k's 21,843: a typo, not a model (a team server caps lower: jobs.Limits)
 MAX_IMG_SIZE = 2048
 
@@ -173,7 +177,6 @@ def load_model(spec: str, **kwargs: Any) -> nn.Module:
         return model.eval()
 
     name = spec[len("vitlens:"):] if spec.startswith("vitlens:") else spec
-    list_models()
     entry = _REGISTRY.get(name)
     if entry is None:
         known = ", ".join(_REGISTRY)

@@ -1,7 +1,7 @@
 """The models vitlens registers by name: the paper's CIFAR models, AlterNet, and the demo models.
 
 CIFAR variants are the configs of Park & Kim 2022 for 32x32 inputs, as in the authors' README and
-their released CIFAR-100 checkpoints (`checkpoints.RELEASED`; they load with num_classes=100):
+their released CIFAR-100 checkpoints (`released.RELEASED`; they load with num_classes=100):
   * vit_ti_cifar   ViT-Ti: patch 2, dim 192, depth 12, 3 heads, no qkv bias (timm VisionTransformer);
   * resnet50_cifar the authors' ResNet-50 (models/resnet.py dnn_50, stem=False: 3x3 conv-BN-ReLU with
                    stride 1 and no max-pool, bottlenecks 3/4/6/3, GAP + linear head), built as the
@@ -25,6 +25,7 @@ import torch.nn as nn
 from ..errors import VitlensError
 from .alternet import AlterNet
 from .checkpoints import load_checkpoint
+from .convvit import ConvViT
 from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelEntry, register_model
 
 # timm's classes are imported inside the builders: timm is heavy, and `import vitlens` and the AlterNet
@@ -121,6 +122,14 @@ for entry in [
                input_size=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD),
     ModelEntry("alternet", "alternet", "AlterNet with your own depths/msa/heads/widths/window (--model-args)",
                AlterNet, dict(num_classes=10)),
+    ModelEntry("convvit_ti_cifar", "convvit", f"ConvViT-Ti ({CIFAR_DOC}): ViT-Ti whose attention sees each token's "
+               "k x k neighbourhood (kernel_size, default 3): patch 2, dim 192, depth 12, 3 heads of 64",
+               ConvViT, dict(img_size=32, patch_size=2, embed_dim=192, depth=12, num_heads=3, head_dim=64,
+                             mlp_ratio=4.0, kernel_size=3, num_classes=10)),
+    ModelEntry("convvit_demo", "convvit", "mini ConvViT (patch 4, dim 64, depth 4, 4 heads of 16, kernel_size 3), "
+               "32x32, for CPU experiments (no shipped weights)",
+               ConvViT, dict(img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, head_dim=16,
+                             mlp_ratio=2.0, kernel_size=3, num_classes=10), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     # Demo models: small enough to train on 2 CPU cores in minutes.
     _demo("demo_resnet", "mini pre-activation ResNet (3 stages, widths 16/32/64), 32x32",
           AlterNet, dict(depths=(1, 1, 1), msa=(0, 0, 0), heads=(1, 2, 4), widths=(16, 32, 64), window=4,

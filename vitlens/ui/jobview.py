@@ -8,8 +8,9 @@ from typing import Callable
 
 import streamlit as st
 
-from ..analyses import get_analysis
-from ..engine import cached_result, request_id
+from ..declarations import get_analysis
+from ..engine import cached_result
+from ..store.keys import request_id
 from ..errors import VitlensError
 from ..figures import figures
 from ..jobs import CANCELLED, DONE, FAILED, QUEUED, Job, manager

@@ -8,16 +8,16 @@ from typing import Any
 
 import streamlit as st
 
-from ..analyses import get_analysis
+from ..declarations import get_analysis
 from ..data import DATASET_NAMES
 from ..errors import VitlensError
 from ..models import list_models
 from ..models.registry import check_model_args
 from ..models.sizing import size_model
 from ..options import Option
-from ..paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
+from ..store.paths import checkpoint_root, data_root, list_checkpoints, resolve_inside
 from ..request import JobSpec, request_option
-from .state import LINK_ERRORS_KEY, NAMES_KEY, PAGE_KEY, TRUSTED_KEY, _store, _sync_url, plain, show_link_errors, value, widget
+from .state import LINK_ERRORS_KEY, NAMES_KEY, PAGE_KEY, TRUSTED_KEY, plain, show_link_errors, store_key, sync_url, value, widget
 from .uploads import UPLOADS, save_upload, upload_folder
 
 DATASETS = [*DATASET_NAMES, "folder"]
@@ -46,7 +46,7 @@ def options(spec: JobSpec | None, names: list[str] | None = None, labels: dict |
         if opt.applies and not opt.applies_to(values):
             continue
         values[opt.name] = shown[opt.name] = _option_widget(opt, labels.get(opt.name), widget_args.get(opt.name, {}))
-    _sync_url()
+    sync_url()
     show_link_errors()
     if spec is not None:
         spec.params = shown
@@ -67,7 +67,7 @@ def _option_widget(opt: Option, label: str | None, extra: dict) -> Any:
         current = value(opt.name, opt.default, scoped=True, parse=opt.parse)
         if isinstance(current, (list, tuple, str)):
             if not isinstance(current, str):
-                st.session_state[_store(opt.name, True)] = opt.text(current)
+                st.session_state[store_key(opt.name, True)] = opt.text(current)
             text = widget(opt.name, opt.text(opt.default), sb.text_input, label, scoped=True, parse=str,
                           help=common["help"])
             try:
@@ -171,7 +171,7 @@ def sidebar(analysis: str = "") -> JobSpec | None:
     values = dict(split=_field("split", "Split"), samples=_field("samples", "Samples", step=64),
                   seed=_field("seed", "Seed"), batch_size=_field("batch_size", "Batch size"),
                   device=_field("device", "Device", options=DEVICES))
-    _sync_url(clean=False)
+    sync_url(clean=False)
     show_link_errors()
     sb.header("Analysis")
     try:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from ..analyses import list_analyses
+from ..declarations import list_analyses
 from ..errors import VitlensError
 from ..request import REQUEST_FIELDS
 
@@ -35,7 +35,8 @@ def _scope() -> str:
     return st.session_state.get(PAGE_KEY, "")
 
 
-def _store(name: str, scoped: bool) -> str:
+def store_key(name: str, scoped: bool) -> str:
+    """The session-state key that holds NAME's value (SCOPED: this page's own value)."""
     return f"vl_{_scope()}.{name}" if scoped else f"vl_{name}"
 
 
@@ -52,7 +53,7 @@ def _cast(value: Any, default: Any) -> Any:
 def value(name: str, default: Any, scoped: bool = False, parse: Callable[[Any], Any] | None = None) -> Any:
     """The current value of NAME: session, else URL (a page's own values only when the URL was
     made on this page), else DEFAULT."""
-    store = _store(name, scoped)
+    store = store_key(name, scoped)
     if store not in st.session_state:
         raw = st.query_params.get(name)
         if scoped and st.session_state.get(TRUSTED_KEY) != _scope():
@@ -87,7 +88,7 @@ def widget(name: str, default: Any, render: Callable, label: str, scoped: bool =
            parse: Callable[[Any], Any] | None = None, **kwargs) -> Any:
     """Draw a widget whose value is stored under NAME (session + URL)."""
     current = value(name, default, scoped, parse)
-    store = _store(name, scoped)
+    store = store_key(name, scoped)
     key = f"w_{_scope()}.{name}" if scoped else f"w_{name}"
     if "options" in kwargs and current not in kwargs["options"]:
         current = default if default in kwargs["options"] else kwargs["options"][0]
@@ -107,12 +108,12 @@ def widget(name: str, default: Any, render: Callable, label: str, scoped: bool =
     return st.session_state[store]
 
 
-def _sync_url(clean: bool = True) -> None:
+def sync_url(clean: bool = True) -> None:
     """The URL holds the shared selection and this page's values, and (CLEAN, once the page's own
     values are drawn) nothing of other pages."""
     want = {n: str(st.session_state[f"vl_{n}"]) for n in SHARED_FIELDS if f"vl_{n}" in st.session_state}
     for n in st.session_state.get(NAMES_KEY, []):
-        v = st.session_state.get(_store(n, True))
+        v = st.session_state.get(store_key(n, True))
         want[n] = "none" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
     stale = [k for k in st.query_params if k not in want and k in _page_value_names()] if clean else []
     for k in stale:
@@ -136,5 +137,5 @@ def control(name: str, default: Any, render: Callable | None = None, label: str 
     if render is None:
         render = st.sidebar.checkbox if isinstance(default, bool) else st.sidebar.text_input
     out = widget(name, default, render, label or name.replace("_", " "), scoped=True, **kwargs)
-    _sync_url()
+    sync_url()
     return out

@@ -7,10 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from ..cache import parse_size
+from ..store.disk import parse_size
 from ..errors import VitlensError
 from ..models.checkpoints import SUFFIXES as CHECKPOINT_SUFFIXES, read_state_dict
-from ..paths import checkpoint_root
+from ..store.paths import checkpoint_root
 from .identity import session_id
 
 UPLOADS = "uploads"

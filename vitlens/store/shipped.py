@@ -21,11 +21,12 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .cache import VERSION, ResultCache
-from .errors import VitlensError
-from .result import Result
+from ..version import __version__ as VERSION
+from .cache import ResultCache
+from ..errors import VitlensError
+from ..result import Result
 
-SHIPPED = Path(__file__).resolve().parent / "assets" / "demo_results"
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "demo_results"
 MANIFEST = "manifest.json"
 
 

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from urllib.parse import unquote
 
-from .errors import VitlensError
-from .models.checkpoints import SUFFIXES
+from ..errors import VitlensError
+from ..models.checkpoints import SUFFIXES
 
 
 def _root(env: str, default: str) -> Path:
@@ -26,6 +26,12 @@ def data_root() -> Path:
 def checkpoint_root() -> Path:
     """$VITLENS_CHECKPOINT_ROOT, default ~/.cache/vitlens/checkpoints."""
     return _root("VITLENS_CHECKPOINT_ROOT", "~/.cache/vitlens/checkpoints")
+
+
+def experiment_root() -> Path:
+    """$VITLENS_EXPERIMENT_ROOT, default ~/.cache/vitlens/experiments: each trained cell's folder
+    (named by what decides its training, never by a user's path)."""
+    return _root("VITLENS_EXPERIMENT_ROOT", "~/.cache/vitlens/experiments")
 
 
 def resolve_inside(root: Path, user_path: str, what: str = "path") -> Path:

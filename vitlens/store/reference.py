@@ -15,8 +15,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from .errors import VitlensError
-from .result import Result
+from ..errors import VitlensError
+from ..result import Result
 
 # the column names of the authors' losslandscape.ipynb (their CSVs have no header)
 PAPER_COLUMNS = ["x", "y", "l1", "l2", "NLL", "Cutoff1", "Cutoff2", "Acc", "Acc-90", "Unc", "Unc-90", "IoU",
