@@ -96,6 +96,11 @@ def test_the_example_runs_end_to_end(tmp_path, monkeypatch):
     assert row["accuracy"] == pytest.approx(accuracy, abs=1e-9)  # the evaluate analysis' summary
     assert row["test_nll"] == pytest.approx(nll, rel=1e-5)
     assert [s.state for s in sweep.status()] == ["done"] * 4
+    shown = _vitlens(env, "experiment", "show", str(declaration), "--claims", "--figures", str(tmp_path / "figs"))
+    assert shown.returncode == 0, shown.stderr
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["01_spectrum_over_epochs.html",
+                                                                     "02_error_vs_train_nll.html"]
+    assert "data_size_early_nep" in shown.stdout and "not_overfitting" in shown.stdout
     again = _vitlens(env, "experiment", "run", str(declaration))  # a second run reports done, computes nothing
     assert again.returncode == 0 and "4/4 cells done" in again.stderr
 

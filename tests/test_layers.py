@@ -15,7 +15,7 @@ LAYERS = {
     "compute": ["models", "data", "features", "metrics", "training", "hessian", "landscape"],
     "store": ["store"],
     "analyses": ["context", "analyses", "claims"],
-    "views": ["plots", "figures"],
+    "views": ["plots", "figures", "experiment_plots"],
     "run": ["engine", "budget", "train"],
     "jobs and exports": ["jobs", "experiments", "worker", "report", "wandb_export", "readme"],
     "faces": ["api", "cli", "ui", "__init__", "__main__"],

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..experiments import experiment, parse, preset_names, save_table
 from ..experiments.declaration import load
 from ..experiments.estimate import estimate
+from ..errors import VitlensError
+from ..figures import FORMATS, save as save_figure
 from .args import check_out, print_table, write_or_say
 
 
@@ -27,6 +30,9 @@ def add_experiment_command(sub) -> None:
             q.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
         if name == "show":
             q.add_argument("--out", default=None, help="write the table (.csv, .parquet or .json)")
+            q.add_argument("--figure", default=None, help="write the main figure across runs (.html, .png, .svg, .pdf)")
+            q.add_argument("--figures", default=None, metavar="DIR", help="write every figure across runs (HTML)")
+            q.add_argument("--claims", action="store_true", help="judge the paper's claims about training runs")
 
 
 def cmd_list(args) -> int:
@@ -58,11 +64,28 @@ def cmd_show(args) -> int:
     sweep = experiment(args.source)
     if args.out:
         check_out(args.out)
+    if args.figure:
+        check_out(args.figure, FORMATS, "--figure")
+    if args.figures:
+        check_out(args.figures, what="--figures", folder=True)
     table = sweep.table()
     if args.out:
         write_or_say(lambda: save_table(table, args.out), args.out, cached=True)
-    else:
+    elif not (args.figure or args.figures or args.claims):
         print(table.to_string(index=False, max_colwidth=30))
+    drawn = sweep.figures(table) if (args.figure or args.figures) else []
+    if (args.figure or args.figures) and not drawn:
+        raise VitlensError("the table has nothing to draw yet (no kept epoch with its analyses)")
+    if args.figure:
+        write_or_say(lambda: save_figure(drawn[0][1], args.figure), args.figure, "--figure")
+    if args.figures:
+        Path(args.figures).mkdir(exist_ok=True)
+        for k, (name, fig) in enumerate(drawn, start=1):
+            save_figure(fig, Path(args.figures) / f"{k:02d}_{name}.html")
+        print(f"{len(drawn)} figures in {args.figures}")
+    if args.claims:
+        rows = sweep.claims(table).to_dict("records")
+        print_table(rows, ["claim", "model", "verdict", "values", "reason"])
     return 0
 
 

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..claims.experiments import judge
+from ..data import load_data
+from ..experiment_plots import figures as experiment_figures
 from ..analyses.experiment_cell import cell_name, columns, summary_numbers, sub_spec
 from ..declarations import get_analysis
 from ..engine import cached_result
@@ -160,6 +163,19 @@ class Sweep:
         table = pd.concat(frames, ignore_index=True, sort=False)
         first = CELL_COLUMNS + [c for c in HISTORY if c in table]
         return table[first + [c for c in table.columns if c not in first]]
+
+    def figures(self, table: pd.DataFrame | None = None) -> list:
+        """(name, Plotly figure) of every figure across runs the table can show (`vitlens.experiment_plots`)."""
+        return experiment_figures(self.table() if table is None else table)
+
+    def claims(self, table: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The paper's claims about training runs judged from the finished cells of the table
+        (`vitlens.claims.experiments`): "cannot tell", with the reason, where runs did not learn or the
+        experiment lacks the axis."""
+        table = self.table() if table is None else table
+        chance = 1.0 / (load_data(self.experiment.dataset, split="test").num_classes or 1)
+        done = table[(table["status"] == "done") & table["epoch"].notna()] if "epoch" in table else table.iloc[:0]
+        return judge(done, chance)  # only finished cells: a run still training is not compared at another epoch
 
     def _partial(self, spec) -> pd.DataFrame:
         """What a cell that is not done has so far: kept checkpoints and the analyses cached for them."""
